@@ -1,0 +1,2 @@
+// The `thinwire` executable; subcommands arrive with the trainer.
+int main() { return 0; }
