@@ -104,6 +104,8 @@ struct LaunchConfig {
   std::string transport = "auto";          // launch.transport: auto|tcp|shm
   std::string tcpInterface;                // launch.tcp_interface: e.g. lo, eth0
   std::vector<std::string> extraArgs;      // launch.extra_args: appended to mpirun verbatim
+  std::string srunMpi = "pmix";            // launch.srun_mpi: srun --mpi=<this>
+  std::vector<std::string> srunArgs;       // launch.srun_args: appended to srun verbatim
 };
 
 struct Config {

@@ -1,0 +1,990 @@
+#include "core/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <utility>
+#include <variant>
+
+#include "base/error.h"
+
+namespace thinwire::core {
+namespace {
+
+// Note [Config schema]
+// Every key lives in exactly one KeySpec of the table built by buildSchema(): its path, a typed
+// pointer into Config (the type of the pointer is the type of the key), its range or allowed
+// values and a one-line description. Parsing, --set overrides, validation, toYaml() and
+// configReferenceMarkdown() all walk this table, so a key cannot be parsed but undocumented, or
+// documented with a default that differs from the struct's. Defaults are read from a
+// default-constructed Config, never repeated here.
+
+using FieldRef = std::variant<int64_t*,
+                              uint64_t*,
+                              double*,
+                              bool*,
+                              std::string*,
+                              std::vector<int64_t>*,
+                              std::vector<std::string>*>;
+using FieldAccessor = FieldRef (*)(Config&);
+
+// A closed or open bound on a number (or on every entry of an integer list).
+struct Range {
+  std::optional<double> low;
+  bool lowOpen = false;
+  std::optional<double> high;
+  bool highOpen = false;
+};
+
+struct KeySpec {
+  KeySpec(const char* path, FieldAccessor field, const char* description)
+      : path(path), field(field), description(description) {}
+
+  KeySpec& atLeast(double value) {
+    range.low = value;
+    range.lowOpen = false;
+    return *this;
+  }
+  KeySpec& above(double value) {
+    range.low = value;
+    range.lowOpen = true;
+    return *this;
+  }
+  KeySpec& atMost(double value) {
+    range.high = value;
+    range.highOpen = false;
+    return *this;
+  }
+  KeySpec& below(double value) {
+    range.high = value;
+    range.highOpen = true;
+    return *this;
+  }
+  KeySpec& oneOf(std::vector<std::string> values) {
+    allowed = std::move(values);
+    return *this;
+  }
+  // Besides the allowed words, any other non-empty string is accepted; `label` names it in
+  // messages and docs (e.g. "<path>").
+  KeySpec& orOther(const char* label) {
+    otherLabel = label;
+    nonEmpty = true;
+    return *this;
+  }
+  KeySpec& required() {
+    nonEmpty = true;
+    return *this;
+  }
+
+  std::string path;
+  FieldAccessor field;
+  std::string description;
+  Range range;
+  std::vector<std::string> allowed;
+  std::string otherLabel;
+  bool nonEmpty = false;
+};
+
+struct SectionSpec {
+  const char* path;
+  const char* description;
+};
+
+const std::vector<SectionSpec>& sections() {
+  static const std::vector<SectionSpec> kSections = {
+      {"run", "Naming, seeding and logging of one run."},
+      {"data", "The dataset every rank reads; each rank draws a disjoint shard per step."},
+      {"data.synthetic", "Shape of the generated data when `data.dataset` is `synthetic`."},
+      {"model", "The network trained."},
+      {"train", "The training loop: length, batch, evaluation, checkpoints."},
+      {"optim", "Optimizer and its hyper-parameters."},
+      {"optim.schedule", "Learning-rate schedule applied on top of `optim.lr`."},
+      {"comm", "Gradient communication between ranks."},
+      {"launch", "How `thinwire launch` starts the ranks (mpirun or srun)."},
+  };
+  return kSections;
+}
+
+std::vector<KeySpec> buildSchema() {
+  std::vector<KeySpec> s;
+  // run
+  s.push_back(KeySpec(
+                  "run.name", [](Config& c) -> FieldRef { return &c.run.name; },
+                  "Run name; metrics and checkpoints go to `<output_dir>/<name>/`.")
+                  .required());
+  s.push_back(KeySpec(
+      "run.seed", [](Config& c) -> FieldRef { return &c.run.seed; },
+      "Seed of model initialisation and data order (same on every rank)."));
+  s.push_back(KeySpec(
+                  "run.output_dir", [](Config& c) -> FieldRef { return &c.run.outputDir; },
+                  "Directory that holds one sub-directory per run.")
+                  .required());
+  s.push_back(KeySpec(
+                  "run.log_every", [](Config& c) -> FieldRef { return &c.run.logEvery; },
+                  "Optimizer steps between metrics records.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "run.log_level", [](Config& c) -> FieldRef { return &c.run.logLevel; },
+                  "Lowest level of log lines printed.")
+                  .oneOf({"debug", "info", "warn", "error", "off"}));
+  s.push_back(KeySpec(
+      "run.progress", [](Config& c) -> FieldRef { return &c.run.progress; },
+      "Live progress line on rank 0."));
+  // data
+  s.push_back(KeySpec(
+                  "data.dataset", [](Config& c) -> FieldRef { return &c.data.dataset; },
+                  "Which dataset to train on.")
+                  .oneOf({"fashion_mnist", "synthetic"}));
+  s.push_back(KeySpec(
+      "data.path", [](Config& c) -> FieldRef { return &c.data.path; },
+      "Directory with the Fashion-MNIST IDX files (`train-images-idx3-ubyte`, ...)."));
+  s.push_back(KeySpec(
+                  "data.synthetic.train_samples",
+                  [](Config& c) -> FieldRef { return &c.data.synthetic.trainSamples; },
+                  "Number of generated training samples.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "data.synthetic.test_samples",
+                  [](Config& c) -> FieldRef { return &c.data.synthetic.testSamples; },
+                  "Number of generated test samples.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "data.synthetic.features",
+                  [](Config& c) -> FieldRef { return &c.data.synthetic.features; },
+                  "Input features per sample.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "data.synthetic.classes",
+                  [](Config& c) -> FieldRef { return &c.data.synthetic.classes; },
+                  "Number of classes.")
+                  .atLeast(2));
+  // model
+  s.push_back(KeySpec(
+                  "model.type", [](Config& c) -> FieldRef { return &c.model.type; },
+                  "Network architecture.")
+                  .oneOf({"mlp", "cnn"}));
+  s.push_back(KeySpec(
+                  "model.hidden", [](Config& c) -> FieldRef { return &c.model.hidden; },
+                  "MLP hidden layer widths, input to output; `[]` is a linear model.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "model.channels", [](Config& c) -> FieldRef { return &c.model.channels; },
+                  "CNN output channels of its two convolution blocks (exactly 2 entries).")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "model.cnn_hidden", [](Config& c) -> FieldRef { return &c.model.cnnHidden; },
+                  "CNN fully-connected layer width.")
+                  .atLeast(1));
+  // train
+  s.push_back(KeySpec(
+                  "train.steps", [](Config& c) -> FieldRef { return &c.train.steps; },
+                  "Optimizer steps to run.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "train.batch_per_rank",
+                  [](Config& c) -> FieldRef { return &c.train.batchPerRank; },
+                  "Samples per rank per micro-step; the global batch is this x ranks x "
+                  "grad_accumulation.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "train.grad_accumulation",
+                  [](Config& c) -> FieldRef { return &c.train.gradAccumulation; },
+                  "Micro-steps whose gradients are summed before one optimizer step.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "train.clip_grad_norm",
+                  [](Config& c) -> FieldRef { return &c.train.clipGradNorm; },
+                  "Clip the global gradient L2 norm to this value; 0 disables clipping.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "train.eval_every", [](Config& c) -> FieldRef { return &c.train.evalEvery; },
+                  "Optimizer steps between test-set evaluations; 0 = only at the end.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "train.eval_batch", [](Config& c) -> FieldRef { return &c.train.evalBatch; },
+                  "Samples per forward pass during evaluation.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "train.checkpoint_every",
+                  [](Config& c) -> FieldRef { return &c.train.checkpointEvery; },
+                  "Optimizer steps between checkpoints; 0 = only at the end.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "train.checkpoint_keep",
+                  [](Config& c) -> FieldRef { return &c.train.checkpointKeep; },
+                  "Number of newest checkpoints kept; older ones are deleted.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "train.resume", [](Config& c) -> FieldRef { return &c.train.resume; },
+                  "`auto`: resume from the newest checkpoint of this run if any; `never`: "
+                  "start fresh; otherwise a checkpoint directory to resume from.")
+                  .oneOf({"auto", "never"})
+                  .orOther("<checkpoint directory>"));
+  s.push_back(KeySpec(
+                  "train.threads", [](Config& c) -> FieldRef { return &c.train.threads; },
+                  "Intra-op (BLAS/OpenMP) threads per rank.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "train.stop_after", [](Config& c) -> FieldRef { return &c.train.stopAfter; },
+                  "Stop with a checkpoint after this step (to test resume); 0 = off; at most "
+                  "`train.steps`.")
+                  .atLeast(0));
+  // optim
+  s.push_back(KeySpec(
+                  "optim.name", [](Config& c) -> FieldRef { return &c.optim.name; }, "Optimizer.")
+                  .oneOf({"sgd", "adam", "adamw"}));
+  s.push_back(KeySpec(
+                  "optim.lr", [](Config& c) -> FieldRef { return &c.optim.lr; },
+                  "Peak learning rate (reached after warm-up).")
+                  .above(0));
+  s.push_back(KeySpec(
+                  "optim.momentum", [](Config& c) -> FieldRef { return &c.optim.momentum; },
+                  "SGD momentum.")
+                  .atLeast(0)
+                  .below(1));
+  s.push_back(KeySpec(
+      "optim.nesterov", [](Config& c) -> FieldRef { return &c.optim.nesterov; },
+      "SGD Nesterov momentum; needs `optim.momentum` > 0."));
+  s.push_back(KeySpec(
+                  "optim.weight_decay", [](Config& c) -> FieldRef { return &c.optim.weightDecay; },
+                  "L2 penalty (sgd, adam) or decoupled weight decay (adamw).")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "optim.beta1", [](Config& c) -> FieldRef { return &c.optim.beta1; },
+                  "Adam first-moment decay.")
+                  .atLeast(0)
+                  .below(1));
+  s.push_back(KeySpec(
+                  "optim.beta2", [](Config& c) -> FieldRef { return &c.optim.beta2; },
+                  "Adam second-moment decay.")
+                  .atLeast(0)
+                  .below(1));
+  s.push_back(
+      KeySpec(
+          "optim.eps", [](Config& c) -> FieldRef { return &c.optim.eps; }, "Adam denominator term.")
+          .above(0));
+  s.push_back(KeySpec(
+                  "optim.schedule.name",
+                  [](Config& c) -> FieldRef { return &c.optim.schedule.name; },
+                  "Shape after warm-up: `constant`, `cosine` decay to `min_lr_ratio` x lr at "
+                  "the last step, or `step` decay by `gamma` every `step_size` steps.")
+                  .oneOf({"constant", "cosine", "step"}));
+  s.push_back(KeySpec(
+                  "optim.schedule.warmup_steps",
+                  [](Config& c) -> FieldRef { return &c.optim.schedule.warmupSteps; },
+                  "Steps of linear warm-up from 0 to lr; at most `train.steps`.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "optim.schedule.min_lr_ratio",
+                  [](Config& c) -> FieldRef { return &c.optim.schedule.minLrRatio; },
+                  "Cosine floor as a fraction of lr.")
+                  .atLeast(0)
+                  .atMost(1));
+  s.push_back(KeySpec(
+                  "optim.schedule.step_size",
+                  [](Config& c) -> FieldRef { return &c.optim.schedule.stepSize; },
+                  "Steps between two decays of the `step` schedule.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "optim.schedule.gamma",
+                  [](Config& c) -> FieldRef { return &c.optim.schedule.gamma; },
+                  "Factor applied to lr at every decay of the `step` schedule.")
+                  .above(0)
+                  .atMost(1));
+  // comm
+  s.push_back(KeySpec(
+                  "comm.backend", [](Config& c) -> FieldRef { return &c.comm.backend; },
+                  "`mpi` between processes; `local` runs ranks as threads of one process.")
+                  .oneOf({"mpi", "local"}));
+  s.push_back(KeySpec(
+                  "comm.bucket_mb", [](Config& c) -> FieldRef { return &c.comm.bucketMb; },
+                  "Gradient bucket size in MiB; buckets are reduced while backward runs.")
+                  .above(0));
+  s.push_back(KeySpec(
+                  "comm.timeout_s", [](Config& c) -> FieldRef { return &c.comm.timeoutS; },
+                  "Seconds any collective may wait before the run fails with a TimeoutError.")
+                  .above(0));
+  s.push_back(KeySpec(
+      "comm.gradient_sync", [](Config& c) -> FieldRef { return &c.comm.gradientSync; },
+      "`false` skips gradient averaging (compute-only benchmark; ranks diverge)."));
+  s.push_back(KeySpec(
+      "comm.overlap", [](Config& c) -> FieldRef { return &c.comm.overlap; },
+      "Start reducing a bucket as soon as its gradients are ready during backward."));
+  // launch
+  s.push_back(KeySpec(
+                  "launch.ranks", [](Config& c) -> FieldRef { return &c.launch.ranks; },
+                  "Number of ranks (processes) `thinwire launch` starts.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+      "launch.hostfile", [](Config& c) -> FieldRef { return &c.launch.hostfile; },
+      "Open MPI hostfile; empty = all ranks on this machine."));
+  s.push_back(KeySpec(
+                  "launch.mpirun", [](Config& c) -> FieldRef { return &c.launch.mpirun; },
+                  "The mpirun executable (name on PATH or a path).")
+                  .required());
+  s.push_back(KeySpec(
+      "launch.oversubscribe", [](Config& c) -> FieldRef { return &c.launch.oversubscribe; },
+      "Pass `--oversubscribe`: allow more ranks than cores."));
+  s.push_back(KeySpec(
+                  "launch.bind_to", [](Config& c) -> FieldRef { return &c.launch.bindTo; },
+                  "Process binding (`mpirun --bind-to`, `srun --cpu-bind`).")
+                  .oneOf({"none", "core", "socket"}));
+  s.push_back(KeySpec(
+                  "launch.transport", [](Config& c) -> FieldRef { return &c.launch.transport; },
+                  "Open MPI byte transport: `auto` lets Open MPI choose, `tcp` forces "
+                  "ob1/tcp (emulated networks), `shm` forces shared memory (one node).")
+                  .oneOf({"auto", "tcp", "shm"}));
+  s.push_back(KeySpec(
+      "launch.tcp_interface", [](Config& c) -> FieldRef { return &c.launch.tcpInterface; },
+      "Network interface for `tcp` (e.g. `lo`, `eth0`); empty = any. Needs "
+      "`launch.transport: tcp`."));
+  s.push_back(KeySpec(
+      "launch.extra_args", [](Config& c) -> FieldRef { return &c.launch.extraArgs; },
+      "Arguments appended to mpirun verbatim, before the program."));
+  s.push_back(KeySpec(
+                  "launch.srun_mpi", [](Config& c) -> FieldRef { return &c.launch.srunMpi; },
+                  "PMI flavour for `srun --mpi=` inside a SLURM allocation.")
+                  .required());
+  s.push_back(KeySpec(
+      "launch.srun_args", [](Config& c) -> FieldRef { return &c.launch.srunArgs; },
+      "Arguments appended to srun verbatim, before the program."));
+  return s;
+}
+
+// The schema is immutable data, built once (thread-safe static initialisation).
+const std::vector<KeySpec>& schema() {
+  static const std::vector<KeySpec> kSchema = buildSchema();
+  return kSchema;
+}
+
+const KeySpec* findKey(const std::string& path) {
+  for (const KeySpec& key : schema()) {
+    if (key.path == path) return &key;
+  }
+  return nullptr;
+}
+
+bool isSection(const std::string& path) {
+  for (const SectionSpec& section : sections()) {
+    if (path == section.path) return true;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formatting helpers.
+
+std::string formatDouble(double value) {
+  char buffer[64];
+  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  return std::string(buffer, result.ptr);
+}
+
+// Strings that YAML reads back unchanged without quotes; everything else is double-quoted.
+bool isPlainSafe(const std::string& text) {
+  if (text.empty()) return false;
+  const unsigned char first = static_cast<unsigned char>(text[0]);
+  if (!std::isalnum(first) && first != '_' && first != '/' && first != '.') return false;
+  for (const char ch : text) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    if (!std::isalnum(c) && c != '_' && c != '.' && c != '/' && c != '-' && c != '+') {
+      return false;
+    }
+  }
+  static const std::set<std::string> kSpecial = {
+      "null", "Null", "NULL", "true", "True", "TRUE", "false", "False", "FALSE",
+      "yes",  "Yes",  "YES",  "no",   "No",   "NO",   "on",    "On",    "ON",
+      "off",  "Off",  "OFF",  "y",    "Y",    "n",    "N"};
+  return kSpecial.count(text) == 0;
+}
+
+std::string yamlString(const std::string& text) {
+  if (isPlainSafe(text)) return text;
+  std::string out = "\"";
+  for (const char ch : text) {
+    switch (ch) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      default:
+        if (static_cast<unsigned char>(ch) < 0x20) {
+          char escaped[8];
+          std::snprintf(escaped, sizeof(escaped), "\\x%02x", static_cast<unsigned char>(ch));
+          out += escaped;
+        } else {
+          out += ch;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// The value of a field as a YAML flow value, e.g. `0.1`, `[2048, 2048]`, `""`.
+std::string yamlValue(const FieldRef& field) {
+  struct Visitor {
+    std::string operator()(int64_t* v) const { return std::to_string(*v); }
+    std::string operator()(uint64_t* v) const { return std::to_string(*v); }
+    std::string operator()(double* v) const { return formatDouble(*v); }
+    std::string operator()(bool* v) const { return *v ? "true" : "false"; }
+    std::string operator()(std::string* v) const { return yamlString(*v); }
+    std::string operator()(std::vector<int64_t>* v) const {
+      std::string out = "[";
+      for (size_t i = 0; i < v->size(); ++i) out += (i ? ", " : "") + std::to_string((*v)[i]);
+      return out + "]";
+    }
+    std::string operator()(std::vector<std::string>* v) const {
+      std::string out = "[";
+      for (size_t i = 0; i < v->size(); ++i) out += (i ? ", " : "") + yamlString((*v)[i]);
+      return out + "]";
+    }
+  };
+  return std::visit(Visitor{}, field);
+}
+
+std::string typeName(const FieldRef& field) {
+  struct Visitor {
+    const char* operator()(int64_t*) const { return "integer"; }
+    const char* operator()(uint64_t*) const { return "non-negative integer"; }
+    const char* operator()(double*) const { return "number"; }
+    const char* operator()(bool*) const { return "boolean"; }
+    const char* operator()(std::string*) const { return "string"; }
+    const char* operator()(std::vector<int64_t>*) const { return "list of integers"; }
+    const char* operator()(std::vector<std::string>*) const { return "list of strings"; }
+  };
+  return std::visit(Visitor{}, field);
+}
+
+// "> 0", ">= 1", "in [0, 1)" or "" when unbounded.
+std::string describeRange(const Range& range) {
+  if (range.low && range.high) {
+    return "in " + std::string(range.lowOpen ? "(" : "[") + formatDouble(*range.low) + ", " +
+           formatDouble(*range.high) + (range.highOpen ? ")" : "]");
+  }
+  if (range.low) return std::string(range.lowOpen ? "> " : ">= ") + formatDouble(*range.low);
+  if (range.high) return std::string(range.highOpen ? "< " : "<= ") + formatDouble(*range.high);
+  return "";
+}
+
+bool inRange(const Range& range, double value) {
+  if (range.low && (range.lowOpen ? !(value > *range.low) : !(value >= *range.low))) return false;
+  if (range.high && (range.highOpen ? !(value < *range.high) : !(value <= *range.high))) {
+    return false;
+  }
+  return true;
+}
+
+std::string joinChoices(const KeySpec& key, const char* separator) {
+  std::string out;
+  for (size_t i = 0; i < key.allowed.size(); ++i) out += (i ? separator : "") + key.allowed[i];
+  if (!key.otherLabel.empty()) out += separator + key.otherLabel;
+  return out;
+}
+
+// Optimal string alignment distance: insertions, deletions, substitutions and adjacent
+// transpositions ("sdg" is one edit from "sgd"), which covers the typical typo.
+size_t editDistance(const std::string& a, const std::string& b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+constexpr size_t kMaxSuggestionDistance = 2;
+
+std::string closest(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t bestDistance = kMaxSuggestionDistance + 1;
+  for (const std::string& candidate : candidates) {
+    const size_t distance = editDistance(word, candidate);
+    if (distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return best;
+}
+
+std::string lastSegment(const std::string& path) {
+  const size_t dot = path.rfind('.');
+  return dot == std::string::npos ? path : path.substr(dot + 1);
+}
+
+// A known key or section within edit distance 2 of `path`; failing that, a key elsewhere with the
+// same last segment ("train.lr" -> "optim.lr"); "" when nothing is close.
+std::string suggestPath(const std::string& path) {
+  std::vector<std::string> candidates;
+  for (const SectionSpec& section : sections()) candidates.push_back(section.path);
+  for (const KeySpec& key : schema()) candidates.push_back(key.path);
+  std::string best = closest(path, candidates);
+  if (!best.empty()) return best;
+  const std::string name = lastSegment(path);
+  for (const KeySpec& key : schema()) {
+    if (lastSegment(key.path) == name) return key.path;
+  }
+  return "";
+}
+
+std::string didYouMean(const std::string& suggestion) {
+  return suggestion.empty() ? "" : " (did you mean '" + suggestion + "'?)";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where a value came from, for messages.
+
+struct Origin {
+  std::string source;   // file name, or "" for an override
+  int line = 0;         // 1-based; 0 = unknown (a default)
+  std::string setPath;  // the --set path, for overrides
+
+  bool isOverride() const { return !setPath.empty(); }
+};
+
+int lineOf(const YAML::Node& node, int fallback) {
+  const YAML::Mark mark = node.Mark();
+  return mark.is_null() || mark.line < 0 ? fallback : mark.line + 1;
+}
+
+// Every ConfigError of this file is thrown here. The message names the user's file and line (or
+// the --set argument), not this source file: a C++ location would not help fix a config.
+[[noreturn]] void fail(const Origin& origin, const std::string& subject, const std::string& what) {
+  std::string message;
+  if (origin.isOverride()) {
+    message = "--set " + origin.setPath + ": ";
+    if (subject != origin.setPath && !subject.empty()) message += subject + " ";
+  } else {
+    message = origin.source;
+    if (origin.line > 0) message += ":" + std::to_string(origin.line);
+    message += ": ";
+    if (!subject.empty()) message += subject + " ";
+  }
+  message += what;
+  throw ConfigError(message);
+}
+
+std::string describeNode(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Null:
+      return "nothing";
+    case YAML::NodeType::Scalar:
+      return "'" + node.Scalar() + "'";
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return "nothing";
+}
+
+std::optional<int64_t> parseInt(const std::string& text) {
+  const char* begin = text.data();
+  const char* end = text.data() + text.size();
+  if (begin != end && *begin == '+') ++begin;
+  int64_t value = 0;
+  const auto result = std::from_chars(begin, end, value);
+  if (result.ec != std::errc() || result.ptr != end || begin == end) return std::nullopt;
+  return value;
+}
+
+std::optional<uint64_t> parseUnsigned(const std::string& text) {
+  const char* begin = text.data();
+  const char* end = text.data() + text.size();
+  if (begin != end && *begin == '+') ++begin;
+  uint64_t value = 0;
+  const auto result = std::from_chars(begin, end, value);
+  if (result.ec != std::errc() || result.ptr != end || begin == end) return std::nullopt;
+  return value;
+}
+
+std::optional<double> parseDouble(const std::string& text) {
+  const char* begin = text.data();
+  const char* end = text.data() + text.size();
+  if (begin != end && *begin == '+') ++begin;
+  double value = 0;
+  const auto result = std::from_chars(begin, end, value);
+  if (result.ec != std::errc() || result.ptr != end || begin == end) return std::nullopt;
+  return value;
+}
+
+// Reads one YAML value into the field of `key`, checking type, range and allowed values.
+// `origin` is where the value came from; element errors refine its line.
+void assignValue(const KeySpec& key,
+                 const FieldRef& field,
+                 const YAML::Node& node,
+                 const Origin& origin) {
+  const auto at = [&](const YAML::Node& n) {
+    Origin refined = origin;
+    if (!origin.isOverride()) refined.line = lineOf(n, origin.line);
+    return refined;
+  };
+  const auto checkRange = [&](const YAML::Node& n, const std::string& subject, double value) {
+    if (!inRange(key.range, value)) {
+      fail(at(n), subject, "must be " + describeRange(key.range) + ", got " + n.Scalar());
+    }
+  };
+  const auto scalarOrFail = [&](const YAML::Node& n, const std::string& subject,
+                                const std::string& expected) {
+    if (!n.IsScalar()) fail(at(n), subject, "must be " + expected + ", got " + describeNode(n));
+    return n.Scalar();
+  };
+
+  if (auto* value = std::get_if<int64_t*>(&field)) {
+    const std::string text = scalarOrFail(node, key.path, "an integer");
+    const auto parsed = parseInt(text);
+    if (!parsed) fail(at(node), key.path, "must be an integer, got '" + text + "'");
+    checkRange(node, key.path, static_cast<double>(*parsed));
+    **value = *parsed;
+  } else if (auto* value = std::get_if<uint64_t*>(&field)) {
+    const std::string text = scalarOrFail(node, key.path, "a non-negative integer");
+    const auto parsed = parseUnsigned(text);
+    if (!parsed) fail(at(node), key.path, "must be a non-negative integer, got '" + text + "'");
+    **value = *parsed;
+  } else if (auto* value = std::get_if<double*>(&field)) {
+    const std::string text = scalarOrFail(node, key.path, "a number");
+    const auto parsed = parseDouble(text);
+    if (!parsed) fail(at(node), key.path, "must be a number, got '" + text + "'");
+    if (!std::isfinite(*parsed)) {
+      fail(at(node), key.path, "must be a finite number, got '" + text + "'");
+    }
+    checkRange(node, key.path, *parsed);
+    **value = *parsed;
+  } else if (auto* value = std::get_if<bool*>(&field)) {
+    const std::string text = scalarOrFail(node, key.path, "a boolean (true|false)");
+    bool parsed = false;
+    if (!YAML::convert<bool>::decode(node, parsed)) {
+      fail(at(node), key.path, "must be a boolean (true|false), got '" + text + "'");
+    }
+    **value = parsed;
+  } else if (auto* value = std::get_if<std::string*>(&field)) {
+    // An empty value (`hostfile:`) is the empty string.
+    const std::string text = node.IsNull() ? "" : scalarOrFail(node, key.path, "a string");
+    if (!key.allowed.empty() &&
+        std::find(key.allowed.begin(), key.allowed.end(), text) == key.allowed.end() &&
+        (key.otherLabel.empty() || text.empty())) {
+      fail(at(node), key.path,
+           "must be one of " + joinChoices(key, "|") + ", got '" + text + "'" +
+               didYouMean(closest(text, key.allowed)));
+    }
+    if (key.nonEmpty && text.empty()) fail(at(node), key.path, "must not be empty");
+    **value = text;
+  } else if (auto* value = std::get_if<std::vector<int64_t>*>(&field)) {
+    std::vector<int64_t> parsed;
+    if (!node.IsNull()) {
+      if (!node.IsSequence()) {
+        fail(at(node), key.path, "must be a list of integers, got " + describeNode(node));
+      }
+      for (size_t i = 0; i < node.size(); ++i) {
+        const std::string subject = key.path + "[" + std::to_string(i) + "]";
+        const std::string text = scalarOrFail(node[i], subject, "an integer");
+        const auto entry = parseInt(text);
+        if (!entry) fail(at(node[i]), subject, "must be an integer, got '" + text + "'");
+        checkRange(node[i], subject, static_cast<double>(*entry));
+        parsed.push_back(*entry);
+      }
+    }
+    **value = std::move(parsed);
+  } else if (auto* value = std::get_if<std::vector<std::string>*>(&field)) {
+    std::vector<std::string> parsed;
+    if (!node.IsNull()) {
+      if (!node.IsSequence()) {
+        fail(at(node), key.path, "must be a list of strings, got " + describeNode(node));
+      }
+      for (size_t i = 0; i < node.size(); ++i) {
+        const std::string subject = key.path + "[" + std::to_string(i) + "]";
+        parsed.push_back(scalarOrFail(node[i], subject, "a string"));
+      }
+    }
+    **value = std::move(parsed);
+  }
+}
+
+// Parsing state of one fromString() call.
+struct Parser {
+  Config config;
+  std::string source;
+  std::map<std::string, Origin> origins;  // key path -> where its value was set
+
+  void parseMapping(const YAML::Node& mapping, const std::string& prefix, int line) {
+    if (mapping.IsNull()) return;  // `optim:` with nothing under it: all defaults
+    if (!mapping.IsMap()) {
+      const std::string what = ", got " + describeNode(mapping);
+      if (prefix.empty()) {
+        fail(Origin{source, lineOf(mapping, line), ""}, "",
+             "the top level must be a mapping of sections (run, data, ...)" + what);
+      }
+      fail(Origin{source, lineOf(mapping, line), ""}, prefix, "must be a mapping of keys" + what);
+    }
+    std::map<std::string, int> seen;
+    for (const auto& entry : mapping) {
+      const YAML::Node& keyNode = entry.first;
+      const int keyLine = lineOf(keyNode, line);
+      if (!keyNode.IsScalar()) {
+        fail(Origin{source, keyLine, ""}, "",
+             "keys must be plain names" + std::string(prefix.empty() ? "" : " in " + prefix) +
+                 ", got " + describeNode(keyNode));
+      }
+      const std::string path = prefix.empty() ? keyNode.Scalar() : prefix + "." + keyNode.Scalar();
+      const auto [previous, inserted] = seen.emplace(path, keyLine);
+      if (!inserted) {
+        fail(Origin{source, keyLine, ""}, "",
+             "duplicate key '" + path + "' (first at line " + std::to_string(previous->second) +
+                 ")");
+      }
+      if (const KeySpec* key = findKey(path)) {
+        Origin origin{source, keyLine, ""};
+        assignValue(*key, key->field(config), entry.second, origin);
+        origins[path] = origin;
+      } else if (isSection(path)) {
+        parseMapping(entry.second, path, keyLine);
+      } else {
+        fail(Origin{source, keyLine, ""}, "",
+             "unknown key '" + path + "'" + didYouMean(suggestPath(path)));
+      }
+    }
+  }
+
+  void applyOverride(const std::string& assignment) {
+    const size_t equals = assignment.find('=');
+    if (equals == std::string::npos || equals == 0) {
+      throw ConfigError("--set " + assignment + ": expected path=value, e.g. optim.lr=0.05");
+    }
+    const std::string path = assignment.substr(0, equals);
+    const std::string text = assignment.substr(equals + 1);
+    const Origin origin{"", 0, path};
+    const KeySpec* key = findKey(path);
+    if (key == nullptr) {
+      if (isSection(path))
+        fail(origin, "", "is a section; set one of its keys, e.g. " + path + ".x");
+      fail(origin, "", "unknown key" + didYouMean(suggestPath(path)));
+    }
+    YAML::Node value;
+    try {
+      value = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      fail(origin, "", "malformed value '" + text + "': " + e.msg);
+    }
+    assignValue(*key, key->field(config), value, origin);
+    origins[path] = origin;
+  }
+
+  Origin originOf(const std::string& path) const {
+    const auto found = origins.find(path);
+    return found == origins.end() ? Origin{source, 0, ""} : found->second;
+  }
+
+  // The origin that best explains a violated cross-key rule: the first key that was set
+  // explicitly (the file's line or the --set argument).
+  Origin blame(const std::string& path, const std::string& other) const {
+    if (origins.count(path) != 0) return originOf(path);
+    return originOf(other);
+  }
+
+  void crossCheck() {
+    const Config& c = config;
+    if (c.model.channels.size() != 2) {
+      fail(originOf("model.channels"), "model.channels",
+           "must have exactly 2 entries (one per convolution block), got " +
+               std::to_string(c.model.channels.size()));
+    }
+    if (c.optim.schedule.warmupSteps > c.train.steps) {
+      fail(blame("optim.schedule.warmup_steps", "train.steps"), "optim.schedule.warmup_steps",
+           "must be <= train.steps (" + std::to_string(c.train.steps) + "), got " +
+               std::to_string(c.optim.schedule.warmupSteps));
+    }
+    if (c.train.stopAfter > c.train.steps) {
+      fail(blame("train.stop_after", "train.steps"), "train.stop_after",
+           "must be <= train.steps (" + std::to_string(c.train.steps) + "), got " +
+               std::to_string(c.train.stopAfter));
+    }
+    if (c.optim.nesterov && c.optim.momentum <= 0) {
+      fail(blame("optim.nesterov", "optim.momentum"), "optim.nesterov",
+           "needs optim.momentum > 0, got " + formatDouble(c.optim.momentum));
+    }
+    if (!c.launch.tcpInterface.empty() && c.launch.transport != "tcp") {
+      fail(blame("launch.tcp_interface", "launch.transport"), "launch.tcp_interface",
+           "needs launch.transport: tcp, got '" + c.launch.transport + "'");
+    }
+    if (c.data.dataset == "fashion_mnist" && c.data.path.empty()) {
+      fail(blame("data.path", "data.dataset"), "data.path",
+           "must name the Fashion-MNIST directory when data.dataset is fashion_mnist");
+    }
+  }
+};
+
+Config parse(const std::string& yaml,
+             const std::string& sourceName,
+             const std::vector<std::string>& overrides) {
+  Parser parser;
+  parser.source = sourceName;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::Exception& e) {
+    fail(Origin{sourceName, e.mark.is_null() ? 0 : e.mark.line + 1, ""}, "",
+         "malformed YAML: " + e.msg);
+  }
+  if (root.IsDefined()) parser.parseMapping(root, "", 1);
+  for (const std::string& assignment : overrides) parser.applyOverride(assignment);
+  parser.crossCheck();
+  return parser.config;
+}
+
+// Splits "a.b.c" into {"a", "b", "c"}.
+std::vector<std::string> splitPath(const std::string& path) {
+  std::vector<std::string> parts;
+  std::stringstream stream(path);
+  std::string part;
+  while (std::getline(stream, part, '.')) parts.push_back(part);
+  return parts;
+}
+
+std::string escapeCell(const std::string& text) {
+  std::string out;
+  for (const char ch : text) {
+    if (ch == '|') out += '\\';
+    out += ch;
+  }
+  return out;
+}
+
+}  // namespace
+
+Config Config::fromFile(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ignored;
+  if (std::filesystem::is_directory(path, ignored)) {
+    throw DataError("cannot read config '" + path + "': " + std::strerror(EISDIR));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw DataError("cannot read config '" + path + "': " + std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw DataError("cannot read config '" + path + "': " + std::strerror(errno));
+  Config config = parse(text.str(), path, overrides);
+  config.sourcePath = path;
+  return config;
+}
+
+Config Config::fromString(const std::string& yaml,
+                          const std::string& sourceName,
+                          const std::vector<std::string>& overrides) {
+  return parse(yaml, sourceName, overrides);
+}
+
+std::string Config::toYaml() const {
+  // The accessors take a mutable Config; read through a copy instead of casting const away.
+  Config copy = *this;
+  std::ostringstream out;
+  std::vector<std::string> open;  // the sections of the previous key
+  for (const KeySpec& key : schema()) {
+    std::vector<std::string> parts = splitPath(key.path);
+    const std::string name = parts.back();
+    parts.pop_back();
+    size_t common = 0;
+    while (common < open.size() && common < parts.size() && open[common] == parts[common]) {
+      ++common;
+    }
+    for (size_t depth = common; depth < parts.size(); ++depth) {
+      out << std::string(2 * depth, ' ') << parts[depth] << ":\n";
+    }
+    out << std::string(2 * parts.size(), ' ') << name << ": " << yamlValue(key.field(copy)) << "\n";
+    open = parts;
+  }
+  return out.str();
+}
+
+std::string configReferenceMarkdown() {
+  Config defaults;
+  std::ostringstream out;
+  out << "# Configuration reference\n\n"
+      << "<!-- Generated from the schema in core/config.cc by `thinwire config-docs`; do not "
+         "edit by hand. -->\n\n"
+      << "One YAML file describes one experiment. Every key is optional: a missing key keeps "
+         "the default below, and an empty file runs the defaults. The whole file is validated "
+         "before anything starts; an unknown key, a value of the wrong type or out of range is "
+         "an error that names the file, the line and the key path:\n\n"
+      << "```text\n"
+      << "config.yaml:14: optim.lr must be > 0, got -0.1\n"
+      << "config.yaml:3: unknown key 'data.pathh' (did you mean 'data.path'?)\n"
+      << "```\n\n"
+      << "Any key can be overridden on the command line with the same path; the value is YAML "
+         "(a scalar or a flow list), and overrides apply in order after the file:\n\n"
+      << "```sh\n"
+      << "thinwire launch examples/fmnist_mlp.yaml --set optim.lr=0.1 --set "
+         "model.hidden=[512,512]\n"
+      << "```\n\n"
+      << "## Full example\n\n"
+      << "Every key with its default value (`Config{}.toYaml()`):\n\n"
+      << "```yaml\n"
+      << defaults.toYaml() << "```\n";
+  for (const SectionSpec& section : sections()) {
+    if (std::string(section.path).find('.') != std::string::npos) continue;
+    out << "\n## `" << section.path << "`\n\n" << section.description << "\n\n";
+    for (const SectionSpec& sub : sections()) {
+      const std::string subPath = sub.path;
+      if (subPath.rfind(std::string(section.path) + ".", 0) == 0) {
+        out << "`" << subPath << ".*`: " << sub.description << "\n\n";
+      }
+    }
+    out << "| key | type | default | allowed | description |\n"
+        << "|---|---|---|---|---|\n";
+    for (const KeySpec& key : schema()) {
+      if (key.path.rfind(std::string(section.path) + ".", 0) != 0) continue;
+      const FieldRef field = key.field(defaults);
+      std::string allowed;
+      if (!key.allowed.empty()) {
+        for (size_t i = 0; i < key.allowed.size(); ++i) {
+          allowed += (i ? ", `" : "`") + key.allowed[i] + "`";
+        }
+        if (!key.otherLabel.empty()) allowed += ", " + key.otherLabel;
+      } else {
+        allowed = describeRange(key.range);
+        if (std::holds_alternative<std::vector<int64_t>*>(field) && !allowed.empty()) {
+          allowed = "entries " + allowed;
+        }
+        if (key.nonEmpty) allowed = "non-empty";
+      }
+      if (allowed.empty()) allowed = "any";
+      out << "| `" << key.path << "` | " << typeName(field) << " | `" << yamlValue(field) << "` | "
+          << escapeCell(allowed) << " | " << escapeCell(key.description) << " |\n";
+    }
+  }
+  return out.str();
+}
+
+}  // namespace thinwire::core
