@@ -1,0 +1,282 @@
+#include "comm/mpi/mpi_communicator.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <mpi.h>
+
+#include <climits>
+#include <cmath>
+#include <iostream>
+
+#include "base/error.h"
+#include "comm/collective_checks.h"
+#include "comm/mpi/mpi_check.h"
+
+namespace thinwire::comm {
+namespace {
+
+// Note [16-bit reductions]
+// MPI has no float16/bfloat16 types, and predefined ops cannot reduce derived datatypes, so both
+// travel as a contiguous 2-byte type and are reduced by user-defined ops that widen each pair to
+// float, combine, and round back. (Reduction order inside MPI is the library's choice, so results
+// may differ from the local backend's rank-order sum in the last bit for inexact values.)
+struct AddFloat {
+  float operator()(float a, float b) const { return a + b; }
+};
+struct MaxFloat {
+  float operator()(float a, float b) const { return (a > b || std::isnan(a)) ? a : b; }
+};
+struct MinFloat {
+  float operator()(float a, float b) const { return (a < b || std::isnan(a)) ? a : b; }
+};
+
+template <typename T, typename Combine>
+void combine16(void* in, void* inout, int* length, MPI_Datatype* /*datatype*/) {
+  const T* source = static_cast<const T*>(in);
+  T* target = static_cast<T*>(inout);
+  Combine combine;
+  for (int i = 0; i < *length; ++i) {
+    target[i] = T(combine(static_cast<float>(source[i]), static_cast<float>(target[i])));
+  }
+}
+
+int toMpiCount(const char* op, const char* what, int64_t value) {
+  TW_CHECK(value <= INT_MAX, op, ": ", what, " = ", value,
+           " does not fit MPI's int count, expected <= ", INT_MAX);
+  return static_cast<int>(value);
+}
+
+// Converts counts and their offsets to MPI's int arrays; InvalidArgument if any does not fit.
+void toMpiCounts(const char* op,
+                 const std::vector<int64_t>& counts,
+                 std::vector<int>& mpiCounts,
+                 std::vector<int>& mpiOffsets) {
+  mpiCounts.resize(counts.size());
+  mpiOffsets.resize(counts.size());
+  int64_t offset = 0;
+  for (size_t r = 0; r < counts.size(); ++r) {
+    mpiCounts[r] = toMpiCount(op, "a count", counts[r]);
+    mpiOffsets[r] = toMpiCount(op, "a block offset", offset);
+    offset += counts[r];
+  }
+}
+
+// MPI forbids send/receive buffers that alias; copy the input when the caller's do.
+at::Tensor separateFrom(const at::Tensor& input, const at::Tensor& output) {
+  return overlaps(input, output) ? input.clone() : input;
+}
+
+}  // namespace
+
+struct MpiCommunicator::Handles {
+  MPI_Comm comm = MPI_COMM_NULL;
+  MPI_Datatype twoBytes = MPI_DATATYPE_NULL;
+  MPI_Op halfSum = MPI_OP_NULL, halfMax = MPI_OP_NULL, halfMin = MPI_OP_NULL;
+  MPI_Op bfloatSum = MPI_OP_NULL, bfloatMax = MPI_OP_NULL, bfloatMin = MPI_OP_NULL;
+
+  void create() {
+    TW_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
+    TW_MPI_CHECK(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN));
+    TW_MPI_CHECK(MPI_Type_contiguous(2, MPI_BYTE, &twoBytes));
+    TW_MPI_CHECK(MPI_Type_commit(&twoBytes));
+    TW_MPI_CHECK(MPI_Op_create(&combine16<c10::Half, AddFloat>, 1, &halfSum));
+    TW_MPI_CHECK(MPI_Op_create(&combine16<c10::Half, MaxFloat>, 1, &halfMax));
+    TW_MPI_CHECK(MPI_Op_create(&combine16<c10::Half, MinFloat>, 1, &halfMin));
+    TW_MPI_CHECK(MPI_Op_create(&combine16<c10::BFloat16, AddFloat>, 1, &bfloatSum));
+    TW_MPI_CHECK(MPI_Op_create(&combine16<c10::BFloat16, MaxFloat>, 1, &bfloatMax));
+    TW_MPI_CHECK(MPI_Op_create(&combine16<c10::BFloat16, MinFloat>, 1, &bfloatMin));
+  }
+
+  // Releases in reverse order of creation; never throws (runs in the destructor path).
+  void release() noexcept {
+    for (MPI_Op* op : {&bfloatMin, &bfloatMax, &bfloatSum, &halfMin, &halfMax, &halfSum}) {
+      if (*op != MPI_OP_NULL) MPI_Op_free(op);
+    }
+    if (twoBytes != MPI_DATATYPE_NULL) MPI_Type_free(&twoBytes);
+    if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
+  }
+
+  MPI_Datatype datatype(at::ScalarType dtype) const {
+    switch (dtype) {
+      case at::kFloat:
+        return MPI_FLOAT;
+      case at::kHalf:
+      case at::kBFloat16:
+        return twoBytes;
+      case at::kInt:
+        return MPI_INT32_T;
+      case at::kLong:
+        return MPI_INT64_T;
+      case at::kByte:
+        return MPI_UINT8_T;
+      default:
+        TW_THROW(InvalidArgument, "no MPI datatype for dtype ", dtype);
+    }
+  }
+
+  MPI_Op reduction(ReduceOp op, at::ScalarType dtype) const {
+    const bool half = dtype == at::kHalf;
+    const bool bfloat = dtype == at::kBFloat16;
+    switch (op) {
+      case ReduceOp::kSum:
+      case ReduceOp::kAverage:
+        return half ? halfSum : bfloat ? bfloatSum : MPI_SUM;
+      case ReduceOp::kMax:
+        return half ? halfMax : bfloat ? bfloatMax : MPI_MAX;
+      case ReduceOp::kMin:
+        return half ? halfMin : bfloat ? bfloatMin : MPI_MIN;
+    }
+    TW_THROW(InvalidArgument, "unknown ReduceOp value ", static_cast<int>(op));
+  }
+};
+
+MpiCommunicator::MpiCommunicator(std::shared_ptr<MpiEnvironment> environment)
+    : environment_(std::move(environment)),
+      handles_(std::make_unique<Handles>()),
+      queue_(OpQueueOptions{.name = "mpi", .errorRank = -1}) {
+  TW_CHECK(environment_ != nullptr,
+           "MpiCommunicator: environment is null, expected a live "
+           "MpiEnvironment");
+  int before = environment_->liveCommunicators_.fetch_add(1);
+  if (before > 0 && !environment_->threadMultiple()) {
+    environment_->liveCommunicators_.fetch_sub(1);
+    TW_THROW(CommError,
+             "MpiCommunicator: a second live communicator needs MPI_THREAD_MULTIPLE, "
+             "but MPI provides only MPI_THREAD_SERIALIZED (",
+             MpiEnvironment::libraryVersion(), ")");
+  }
+  try {
+    queue_.runSync("MPI communicator setup", [this] {
+      try {
+        handles_->create();
+      } catch (...) {
+        handles_->release();
+        throw;
+      }
+      TW_MPI_CHECK(MPI_Comm_rank(handles_->comm, &rank_));
+      TW_MPI_CHECK(MPI_Comm_size(handles_->comm, &worldSize_));
+      setErrorRank(rank_);
+    });
+  } catch (...) {
+    environment_->liveCommunicators_.fetch_sub(1);
+    throw;
+  }
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  try {
+    queue_.runSync("MPI communicator teardown", [this] { handles_->release(); });
+  } catch (const std::exception& e) {
+    std::cerr << "thinwire: rank " << rank_ << ": MPI communicator teardown failed: " << e.what()
+              << "\n";
+  }
+  queue_.stop();
+  environment_->liveCommunicators_.fetch_sub(1);
+}
+
+std::unique_ptr<Work> MpiCommunicator::allreduce(at::Tensor& inout,
+                                                 const AllreduceOptions& options) {
+  checkAllreduceArgs(inout, options.op);
+  int count = toMpiCount("allreduce", "inout.numel()", inout.numel());
+  std::string what =
+      describeCollective("allreduce(" + toString(options.op) + ")", sequence_++, inout);
+  return queue_.submit(what, [this, inout, options, count]() mutable {
+    TW_MPI_CHECK(MPI_Allreduce(
+        MPI_IN_PLACE, inout.data_ptr(), count, handles_->datatype(inout.scalar_type()),
+        handles_->reduction(options.op, inout.scalar_type()), handles_->comm));
+    if (options.op == ReduceOp::kAverage) inout.div_(worldSize_);
+  });
+}
+
+std::unique_ptr<Work> MpiCommunicator::allgather(const at::Tensor& input, at::Tensor& output) {
+  checkAllgatherArgs(input, output, worldSize_);
+  int count = toMpiCount("allgather", "input.numel()", input.numel());
+  toMpiCount("allgather", "output.numel()", output.numel());
+  std::string what = describeCollective("allgather", sequence_++, input);
+  return queue_.submit(what, [this, input, output, count]() mutable {
+    MPI_Datatype type = handles_->datatype(input.scalar_type());
+    TW_MPI_CHECK(MPI_Allgather(input.data_ptr(), count, type, output.data_ptr(), count, type,
+                               handles_->comm));
+  });
+}
+
+std::unique_ptr<Work> MpiCommunicator::allgatherv(const at::Tensor& input,
+                                                  at::Tensor& output,
+                                                  const std::vector<int64_t>& counts) {
+  checkAllgathervArgs(input, output, counts, rank_, worldSize_);
+  std::vector<int> mpiCounts;
+  std::vector<int> mpiOffsets;
+  toMpiCounts("allgatherv", counts, mpiCounts, mpiOffsets);
+  std::string what = describeCollective("allgatherv", sequence_++, input);
+  return queue_.submit(what, [this, input, output, mpiCounts, mpiOffsets]() mutable {
+    MPI_Datatype type = handles_->datatype(input.scalar_type());
+    TW_MPI_CHECK(MPI_Allgatherv(input.data_ptr(), mpiCounts[rank_], type, output.data_ptr(),
+                                mpiCounts.data(), mpiOffsets.data(), type, handles_->comm));
+  });
+}
+
+std::unique_ptr<Work> MpiCommunicator::allToAll(const at::Tensor& input,
+                                                at::Tensor& output,
+                                                const std::vector<int64_t>& sendCounts,
+                                                const std::vector<int64_t>& recvCounts) {
+  checkAllToAllArgs(input, output, sendCounts, recvCounts, worldSize_);
+  std::vector<int> mpiSendCounts, mpiSendOffsets, mpiRecvCounts, mpiRecvOffsets;
+  toMpiCounts("allToAll", sendCounts, mpiSendCounts, mpiSendOffsets);
+  toMpiCounts("allToAll", recvCounts, mpiRecvCounts, mpiRecvOffsets);
+  std::string what = describeCollective("allToAll", sequence_++, input);
+  return queue_.submit(what, [this, input, output, mpiSendCounts, mpiSendOffsets, mpiRecvCounts,
+                              mpiRecvOffsets]() mutable {
+    at::Tensor source = separateFrom(input, output);
+    MPI_Datatype type = handles_->datatype(input.scalar_type());
+    TW_MPI_CHECK(MPI_Alltoallv(source.data_ptr(), mpiSendCounts.data(), mpiSendOffsets.data(), type,
+                               output.data_ptr(), mpiRecvCounts.data(), mpiRecvOffsets.data(), type,
+                               handles_->comm));
+  });
+}
+
+std::unique_ptr<Work> MpiCommunicator::reduceScatter(const at::Tensor& input,
+                                                     at::Tensor& output,
+                                                     const std::vector<int64_t>& counts,
+                                                     const ReduceScatterOptions& options) {
+  checkReduceScatterArgs(input, output, counts, options.op, rank_, worldSize_);
+  std::vector<int> mpiCounts;
+  std::vector<int> mpiOffsets;
+  toMpiCounts("reduceScatter", counts, mpiCounts, mpiOffsets);
+  toMpiCount("reduceScatter", "input.numel()", input.numel());
+  std::string what =
+      describeCollective("reduceScatter(" + toString(options.op) + ")", sequence_++, input);
+  return queue_.submit(what, [this, input, output, options, mpiCounts]() mutable {
+    at::Tensor source = separateFrom(input, output);
+    TW_MPI_CHECK(MPI_Reduce_scatter(source.data_ptr(), output.data_ptr(), mpiCounts.data(),
+                                    handles_->datatype(input.scalar_type()),
+                                    handles_->reduction(options.op, input.scalar_type()),
+                                    handles_->comm));
+    if (options.op == ReduceOp::kAverage) output.div_(worldSize_);
+  });
+}
+
+std::unique_ptr<Work> MpiCommunicator::broadcast(at::Tensor& inout,
+                                                 const BroadcastOptions& options) {
+  checkBroadcastArgs(inout, options.root, worldSize_);
+  int count = toMpiCount("broadcast", "inout.numel()", inout.numel());
+  std::string what = describeCollective("broadcast", sequence_++, inout);
+  return queue_.submit(what, [this, inout, options, count]() mutable {
+    TW_MPI_CHECK(MPI_Bcast(inout.data_ptr(), count, handles_->datatype(inout.scalar_type()),
+                           options.root, handles_->comm));
+  });
+}
+
+std::unique_ptr<Work> MpiCommunicator::barrier() {
+  std::string what = "barrier #" + std::to_string(sequence_++);
+  return queue_.submit(what, [this] { TW_MPI_CHECK(MPI_Barrier(handles_->comm)); });
+}
+
+void MpiCommunicator::abort(const std::string& reason) noexcept {
+  std::cerr << "thinwire: rank " << rank_ << "/" << worldSize_ << " aborts the MPI job: " << reason
+            << std::endl;
+  MPI_Comm comm = handles_->comm != MPI_COMM_NULL ? handles_->comm : MPI_COMM_WORLD;
+  MPI_Abort(comm, 1);
+}
+
+}  // namespace thinwire::comm
