@@ -7,7 +7,7 @@
 // Threading: const methods are thread-safe (threads-as-ranks share one Dataset).
 //
 // Example:
-//   std::unique_ptr<Dataset> train = makeDataset(config.data, Split::kTrain);
+//   std::unique_ptr<Dataset> train = makeDataset(config.data, Split::kTrain, config.run.seed);
 //   Batch batch = train->batch({0, 5, 7});   // inputs [3, ...], labels [3] int64
 #pragma once
 
@@ -43,8 +43,11 @@ class Dataset {
   virtual std::string describe() const = 0;
 };
 
-// Builds the dataset `config.dataset` names. Throws DataError when files are missing, truncated
-// or corrupt (the message names the file and what was wrong), ConfigError for an unknown name.
+// Builds the dataset `config.dataset` names: "fashion_mnist" (IdxDataset over config.path,
+// core/data/idx_dataset.h) or "synthetic" (SyntheticDataset generated from `seed`, which the
+// file-backed datasets ignore; core/data/synthetic_dataset.h). Blocking: loads everything into
+// memory. Throws DataError when files are missing, truncated or corrupt (the message names the
+// file and what was wrong), ConfigError for an unknown name or invalid synthetic sizes.
 std::unique_ptr<Dataset> makeDataset(const DataConfig& config, Split split, uint64_t seed);
 
 }  // namespace thinwire::core
