@@ -151,7 +151,7 @@ std::vector<KeySpec> buildSchema() {
                   .oneOf({"fashion_mnist", "synthetic"}));
   s.push_back(KeySpec(
       "data.path", [](Config& c) -> FieldRef { return &c.data.path; },
-      "Directory with the Fashion-MNIST IDX files (`train-images-idx3-ubyte`, ...)."));
+      "Directory with the Fashion-MNIST IDX files (`train-*`, `t10k-*`, plain or `.gz`)."));
   s.push_back(KeySpec(
                   "data.synthetic.train_samples",
                   [](Config& c) -> FieldRef { return &c.data.synthetic.trainSamples; },
@@ -633,6 +633,13 @@ std::optional<uint64_t> parseUnsigned(const std::string& text) {
 }
 
 std::optional<double> parseDouble(const std::string& text) {
+  // YAML spells the non-finite values .inf/.nan; read them so that the range check can name them.
+  static const std::set<std::string> kNaN = {".nan", ".NaN", ".NAN"};
+  static const std::set<std::string> kInf = {".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"};
+  static const std::set<std::string> kNegInf = {"-.inf", "-.Inf", "-.INF"};
+  if (kNaN.count(text) != 0) return std::numeric_limits<double>::quiet_NaN();
+  if (kInf.count(text) != 0) return std::numeric_limits<double>::infinity();
+  if (kNegInf.count(text) != 0) return -std::numeric_limits<double>::infinity();
   const char* begin = text.data();
   const char* end = text.data() + text.size();
   if (begin != end && *begin == '+') ++begin;
@@ -979,6 +986,7 @@ std::string configReferenceMarkdown() {
         }
         if (key.nonEmpty) allowed = "non-empty";
       }
+      if (std::holds_alternative<bool*>(field)) allowed = "`true`, `false`";
       if (allowed.empty()) allowed = "any";
       out << "| `" << key.path << "` | " << typeName(field) << " | `" << yamlValue(field) << "` | "
           << escapeCell(allowed) << " | " << escapeCell(key.description) << " |\n";
