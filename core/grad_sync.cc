@@ -1,0 +1,144 @@
+#include "core/grad_sync.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include "base/error.h"
+#include "base/timer.h"
+
+namespace thinwire::core {
+
+GradSync::GradSync(std::vector<optim::NamedParameter> parameters,
+                   comm::Communicator& comm,
+                   GradSyncOptions options)
+    : parameters_(std::move(parameters)),
+      comm_(comm),
+      options_(options),
+      slots_(parameters_.size()) {
+  TW_CHECK(options_.bucketBytes > 0, "bucket size must be > 0 bytes, got ", options_.bucketBytes);
+  // Reverse registration order: the last layers' gradients arrive first in backward.
+  std::vector<int64_t> sizes;
+  for (size_t k = parameters_.size(); k-- > 0;) {
+    const at::Tensor& p = parameters_[k].tensor;
+    TW_CHECK(p.scalar_type() == at::kFloat, "parameter '", parameters_[k].name,
+             "' has dtype ", p.scalar_type(), "; gradient buckets hold float32");
+    const int64_t bytes = p.numel() * 4;
+    if (buckets_.empty() || (sizes.back() > 0 && sizes.back() + bytes > options_.bucketBytes)) {
+      buckets_.emplace_back();
+      sizes.push_back(0);
+    }
+    Bucket& bucket = buckets_.back();
+    slots_[k] = Slot{static_cast<int64_t>(buckets_.size() - 1), sizes.back() / 4, false};
+    bucket.parameters.push_back(k);
+    sizes.back() += bytes;
+  }
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    buckets_[b].flat = at::zeros({sizes[b] / 4}, at::kFloat);
+  }
+  if (!options_.enabled || comm_.worldSize() == 1) return;
+  for (size_t k = 0; k < parameters_.size(); ++k) {
+    hookHandles_.push_back(parameters_[k].tensor.register_hook(
+        [this, k](const at::Tensor& grad) { onGradient(k, grad); }));
+  }
+}
+
+GradSync::~GradSync() {
+  for (size_t k = 0; k < hookHandles_.size(); ++k) {
+    parameters_[k].tensor.remove_hook(hookHandles_[k]);
+  }
+}
+
+void GradSync::prepare(bool synchronize) {
+  TW_ASSERT(!inFlight_, "prepare() called while a synchronising backward is unfinished");
+  armed_ = synchronize && options_.enabled && comm_.worldSize() > 1;
+  if (!armed_) return;
+  for (auto& slot : slots_) slot.ready = false;
+  for (auto& bucket : buckets_) {
+    bucket.pending = static_cast<int64_t>(bucket.parameters.size());
+    bucket.work.reset();
+  }
+  nextLaunch_ = 0;
+  inFlight_ = true;
+}
+
+void GradSync::onGradient(size_t index, const at::Tensor& grad) {
+  if (!armed_) return;
+  Slot& slot = slots_[index];
+  TW_ASSERT(!slot.ready, "gradient of '", parameters_[index].name, "' arrived twice in one backward");
+  Bucket& bucket = buckets_[slot.bucket];
+  const at::Tensor& param = parameters_[index].tensor;
+  at::Tensor target = bucket.flat.narrow(0, slot.offset, param.numel()).view(param.sizes());
+  {
+    at::NoGradGuard noGrad;
+    // The hook sees this backward's contribution; earlier micro-steps sit in .grad() already.
+    const at::Tensor& accumulated = param.grad();
+    if (accumulated.defined()) {
+      at::add_out(target, accumulated, grad);
+    } else {
+      target.copy_(grad);
+    }
+  }
+  slot.ready = true;
+  --bucket.pending;
+  if (options_.overlap) launchReadyBuckets(/*force=*/false);
+}
+
+void GradSync::launchReadyBuckets(bool force) {
+  while (nextLaunch_ < buckets_.size()) {
+    Bucket& bucket = buckets_[nextLaunch_];
+    if (bucket.pending > 0) {
+      if (!force) return;
+      // See Note [Bucket order]: unused parameters contribute zeros.
+      for (size_t k : bucket.parameters) {
+        Slot& slot = slots_[k];
+        if (slot.ready) continue;
+        at::Tensor target = bucket.flat.narrow(0, slot.offset, parameters_[k].tensor.numel());
+        const at::Tensor& accumulated = parameters_[k].tensor.grad();
+        if (accumulated.defined()) {
+          target.copy_(accumulated.reshape({-1}));
+        } else {
+          target.zero_();
+        }
+        slot.ready = true;
+      }
+      bucket.pending = 0;
+    }
+    if (force) {
+      ++stats_.bucketsLaunchedLate;
+    } else {
+      ++stats_.bucketsLaunchedEarly;
+    }
+    launch(bucket);
+    ++nextLaunch_;
+  }
+}
+
+void GradSync::launch(Bucket& bucket) {
+  bucket.work = comm_.allreduce(bucket.flat, {.op = comm::ReduceOp::kAverage});
+  stats_.bytesSent += bucket.flat.numel() * 4;
+}
+
+void GradSync::finish() {
+  if (!armed_) return;
+  launchReadyBuckets(/*force=*/true);
+  Stopwatch watch;
+  for (auto& bucket : buckets_) bucket.work->wait(options_.timeout);
+  stats_.waitSeconds += watch.seconds();
+  at::NoGradGuard noGrad;
+  for (auto& bucket : buckets_) {
+    for (size_t k : bucket.parameters) {
+      at::Tensor& param = parameters_[k].tensor;
+      at::Tensor averaged =
+          bucket.flat.narrow(0, slots_[k].offset, param.numel()).view(param.sizes());
+      if (param.grad().defined()) {
+        param.mutable_grad().copy_(averaged);
+      } else {
+        param.mutable_grad() = averaged.clone();
+      }
+    }
+  }
+  armed_ = false;
+  inFlight_ = false;
+}
+
+}  // namespace thinwire::core

@@ -1,0 +1,104 @@
+// File: core/grad_sync.h
+//
+// Gradient averaging across ranks with buckets filled by backward hooks, so communication of the
+// first buckets overlaps with the rest of backward (see Note [Bucket order]).
+//
+// Parameters are assigned to buckets in reverse registration order (gradients of the last layers
+// are ready first) until a bucket holds `bucketBytes`. During a synchronising backward, each
+// parameter's hook copies its full gradient (accumulated micro-steps + this one) into the
+// bucket's flat fp32 buffer; when a bucket is complete and every earlier bucket has been
+// launched, its allreduce(kAverage) is started. finish() launches what is left, waits for every
+// bucket with the configured timeout, and writes the averaged gradients into `.grad()`.
+//
+// Ownership: GradSync keeps references to the parameters and to `comm` (which must outlive it);
+// it owns the bucket buffers and removes its hooks in the destructor.
+//
+// Threading: hooks run on the thread that calls backward(); prepare()/finish() on the same one.
+//
+// Example:
+//   GradSync sync(parameters, comm, {.bucketBytes = 4 << 20});
+//   sync.prepare(/*synchronize=*/true);
+//   loss.backward();        // buckets start as they fill
+//   sync.finish();          // .grad() now holds the average over ranks
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "optim/optimizer.h"
+
+namespace thinwire::core {
+
+struct GradSyncOptions {
+  int64_t bucketBytes = 4 << 20;   // target bucket size; a larger single parameter gets its own
+  bool overlap = true;             // false: launch every bucket only in finish()
+  bool enabled = true;             // false: no communication (compute-only benchmark mode)
+  std::chrono::milliseconds timeout = comm::kDefaultTimeout;
+};
+
+struct GradSyncStats {
+  int64_t bytesSent = 0;           // payload bytes handed to the communicator since construction
+  int64_t bucketsLaunchedEarly = 0;  // buckets started during backward (overlapped)
+  int64_t bucketsLaunchedLate = 0;   // buckets started in finish()
+  double waitSeconds = 0;          // time finish() spent waiting for communication
+};
+
+class GradSync {
+ public:
+  GradSync(std::vector<optim::NamedParameter> parameters,
+           comm::Communicator& comm,
+           GradSyncOptions options);
+  ~GradSync();
+  GradSync(const GradSync&) = delete;
+  GradSync& operator=(const GradSync&) = delete;
+
+  // Arms (synchronize = true) or disarms the hooks for the next backward. A disarmed backward
+  // just accumulates into .grad() (gradient-accumulation micro-steps).
+  void prepare(bool synchronize);
+  // Blocking: completes the synchronising backward started by prepare(true). Throws the
+  // communicator's CommError/TimeoutError.
+  void finish();
+
+  int64_t numBuckets() const { return static_cast<int64_t>(buckets_.size()); }
+  const GradSyncStats& stats() const { return stats_; }
+
+ private:
+  struct Slot {
+    int64_t bucket = 0;
+    int64_t offset = 0;  // elements into the bucket buffer
+    bool ready = false;
+  };
+  struct Bucket {
+    at::Tensor flat;                    // fp32, all the bucket's gradients back to back
+    std::vector<size_t> parameters;     // indices into parameters_
+    int64_t pending = 0;                // parameters not yet ready in this backward
+    std::unique_ptr<comm::Work> work;
+  };
+
+  void onGradient(size_t index, const at::Tensor& grad);
+  void launchReadyBuckets(bool force);
+  void launch(Bucket& bucket);
+
+  std::vector<optim::NamedParameter> parameters_;
+  comm::Communicator& comm_;
+  GradSyncOptions options_;
+  std::vector<Slot> slots_;
+  std::vector<Bucket> buckets_;
+  std::vector<unsigned> hookHandles_;
+  size_t nextLaunch_ = 0;
+  bool armed_ = false;
+  bool inFlight_ = false;
+  GradSyncStats stats_;
+};
+
+// Note [Bucket order]
+// Every rank must issue the same allreduces in the same order. Buckets are launched strictly in
+// index order (a complete bucket waits for its predecessors), so the order is a function of the
+// bucket layout alone, which is identical on every rank, not of hook timing. Parameters that got
+// no gradient in a backward (unused branches) are zero-filled in finish(), which launches any
+// bucket still pending.
+
+}  // namespace thinwire::core

@@ -1,0 +1,130 @@
+#include "core/metrics.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "base/error.h"
+
+namespace thinwire::core {
+
+std::string jsonQuote(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char escaped[8];
+          std::snprintf(escaped, sizeof(escaped), "\\u%04x", c);
+          out += escaped;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+void JsonRecord::key(const std::string& key) {
+  if (!body_.empty()) body_ += ",";
+  body_ += jsonQuote(key) + ":";
+}
+
+JsonRecord& JsonRecord::add(const std::string& name, double value) {
+  key(name);
+  if (!std::isfinite(value)) {
+    body_ += "null";  // JSON has no NaN/Inf
+  } else {
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.9g", value);
+    body_ += text;
+  }
+  return *this;
+}
+
+JsonRecord& JsonRecord::add(const std::string& name, int64_t value) {
+  key(name);
+  body_ += std::to_string(value);
+  return *this;
+}
+
+JsonRecord& JsonRecord::add(const std::string& name, const std::string& value) {
+  key(name);
+  body_ += jsonQuote(value);
+  return *this;
+}
+
+JsonRecord& JsonRecord::add(const std::string& name, bool value) {
+  key(name);
+  body_ += value ? "true" : "false";
+  return *this;
+}
+
+MetricsWriter::MetricsWriter(MetricsWriterOptions options) {
+  if (options.path.empty()) return;
+  std::error_code error;
+  std::filesystem::create_directories(std::filesystem::path(options.path).parent_path(), error);
+  out_.open(options.path, options.append ? std::ios::app : std::ios::trunc);
+  if (!out_) TW_THROW(DataError, "cannot open metrics file '", options.path, "' for writing");
+  enabled_ = true;
+}
+
+void MetricsWriter::write(const JsonRecord& record) {
+  if (!enabled_) return;
+  out_ << record.str() << '\n';
+  out_.flush();
+}
+
+std::string formatDuration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto total = static_cast<int64_t>(std::llround(seconds));
+  char text[32];
+  if (total >= 3600) {
+    std::snprintf(text, sizeof(text), "%lldh%02lldm", static_cast<long long>(total / 3600),
+                  static_cast<long long>((total % 3600) / 60));
+  } else if (total >= 60) {
+    std::snprintf(text, sizeof(text), "%lldm%02llds", static_cast<long long>(total / 60),
+                  static_cast<long long>(total % 60));
+  } else {
+    std::snprintf(text, sizeof(text), "%llds", static_cast<long long>(total));
+  }
+  return text;
+}
+
+ProgressLine::ProgressLine(ProgressLineOptions options) : options_(options) {}
+
+void ProgressLine::update(int64_t step, const std::string& text) {
+  if (options_.out == nullptr) return;
+  const double now =
+      std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  if (startSeconds_ < 0) {
+    startSeconds_ = now;
+    startStep_ = step;
+  }
+  std::string eta = "?";
+  if (step > startStep_) {
+    const double perStep = (now - startSeconds_) / static_cast<double>(step - startStep_);
+    eta = formatDuration(perStep * static_cast<double>(options_.total - step));
+  }
+  const std::string line = "step " + std::to_string(step) + "/" + std::to_string(options_.total) +
+                           " | " + text + " | ETA " + eta;
+  if (options_.interactive) {
+    *options_.out << "\r" << line << "\033[K" << std::flush;
+    open_ = true;
+  } else {
+    *options_.out << line << std::endl;
+  }
+}
+
+void ProgressLine::close() {
+  if (open_ && options_.out != nullptr) *options_.out << std::endl;
+  open_ = false;
+}
+
+}  // namespace thinwire::core

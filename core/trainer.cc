@@ -1,0 +1,384 @@
+#include "core/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+#include "base/error.h"
+#include "base/timer.h"
+#include "core/checkpoint.h"
+#include "core/data/dataset.h"
+#include "core/data/distributed_sampler.h"
+#include "core/metrics.h"
+#include "core/models/model.h"
+#include "optim/lr_schedule.h"
+#include "optim/optimizer.h"
+
+namespace thinwire::core {
+
+std::string runDirectory(const Config& config) {
+  return (std::filesystem::path(config.run.outputDir) / config.run.name).string();
+}
+
+namespace {
+
+optim::OptimizerOptions optimizerOptions(const OptimConfig& config) {
+  return {.kind = optim::parseOptimizerKind(config.name),
+          .momentum = config.momentum,
+          .nesterov = config.nesterov,
+          .weightDecay = config.weightDecay,
+          .beta1 = config.beta1,
+          .beta2 = config.beta2,
+          .eps = config.eps};
+}
+
+optim::LrScheduleOptions scheduleOptions(const Config& config) {
+  const ScheduleConfig& s = config.optim.schedule;
+  return {.kind = optim::parseScheduleKind(s.name),
+          .baseLr = config.optim.lr,
+          .warmupSteps = s.warmupSteps,
+          .totalSteps = config.train.steps,
+          .minLrRatio = s.minLrRatio,
+          .stepSize = s.stepSize,
+          .gamma = s.gamma};
+}
+
+std::chrono::milliseconds timeoutOf(const CommConfig& config) {
+  return std::chrono::milliseconds(static_cast<int64_t>(config.timeoutS * 1000.0));
+}
+
+}  // namespace
+
+struct Trainer::State {
+  State(const Config& c, comm::Communicator& comm, Logger& log)
+      : config(c),
+        comm(comm),
+        log(log),
+        train(makeDataset(c.data, Split::kTrain, c.run.seed)),
+        test(makeDataset(c.data, Split::kTest, c.run.seed)),
+        model(makeModel(c.model, train->sampleShape(), train->numClasses(), c.run.seed)),
+        sampler({.datasetSize = train->size(),
+                 .batchPerRank = c.train.batchPerRank,
+                 .rank = comm.rank(),
+                 .worldSize = comm.worldSize(),
+                 .seed = c.run.seed}),
+        schedule(scheduleOptions(c)),
+        timeout(timeoutOf(c.comm)) {
+    for (const auto& item : model->named_parameters(/*recurse=*/true)) {
+      parameters.push_back({item.key(), item.value()});
+    }
+    optimizer = optim::makeOptimizer(parameters, optimizerOptions(c.optim));
+    sync = std::make_unique<GradSync>(
+        parameters, comm,
+        GradSyncOptions{.bucketBytes = static_cast<int64_t>(c.comm.bucketMb * 1024 * 1024),
+                        .overlap = c.comm.overlap,
+                        .enabled = c.comm.gradientSync,
+                        .timeout = timeout});
+  }
+
+  void broadcastModel() {
+    // Detached views share storage but carry no autograd state: the communicator writes them
+    // from its own thread, where this thread's no-grad mode does not apply.
+    std::vector<at::Tensor> targets;
+    for (auto& p : parameters) targets.push_back(p.tensor.detach());
+    for (auto& b : model->buffers(true)) targets.push_back(b.detach());
+    std::vector<std::unique_ptr<comm::Work>> works;
+    for (auto& t : targets) works.push_back(comm.broadcast(t, {.root = 0}));
+    for (auto& w : works) w->wait(timeout);
+  }
+
+  // Sums `values` over ranks (float32 on the wire) and returns them as doubles.
+  std::vector<double> sumOverRanks(const std::vector<double>& values) {
+    at::Tensor t = at::empty({static_cast<int64_t>(values.size())}, at::kFloat);
+    for (size_t i = 0; i < values.size(); ++i) t[static_cast<int64_t>(i)] = values[i];
+    comm.allreduce(t, {.op = comm::ReduceOp::kSum})->wait(timeout);
+    std::vector<double> out(values.size());
+    for (size_t i = 0; i < values.size(); ++i) out[i] = t[static_cast<int64_t>(i)].item<float>();
+    return out;
+  }
+
+  StateDict sharedState(int64_t step) const {
+    StateDict state;
+    StateDict modelState;
+    for (const auto& item : model->named_parameters(true)) modelState[item.key()] = item.value();
+    for (const auto& item : model->named_buffers(true)) modelState[item.key()] = item.value();
+    mergeWithPrefix(state, modelState, "model");
+    mergeWithPrefix(state, optimizer->state(), "optim");
+    state["trainer.step"] = scalarTensor(step);
+    state["trainer.world_size"] = scalarTensor(static_cast<int64_t>(comm.worldSize()));
+    return state;
+  }
+
+  StateDict rankState() const {
+    StateDict state;
+    auto generator = at::detail::getDefaultCPUGenerator();
+    {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      state["rng.cpu"] = generator.get_state();
+    }
+    return state;
+  }
+
+  void saveCheckpoint(int64_t step) {
+    const std::string root = runDirectory(config) + "/checkpoints";
+    const std::string dir = pendingCheckpointDir(root, step);
+    if (comm.rank() == 0) writeStateFile(sharedStateFile(dir), sharedState(step));
+    writeStateFile(rankStateFile(dir, comm.rank()), rankState());
+    comm.barrier()->wait(timeout);
+    if (comm.rank() == 0) {
+      const std::string committed = commitCheckpoint(root, step, config.train.checkpointKeep);
+      log.info("checkpoint written: ", committed);
+    }
+    comm.barrier()->wait(timeout);
+  }
+
+  // Returns the step to continue from (0 for a fresh start).
+  int64_t maybeResume(std::string& resumedFrom) {
+    if (config.train.resume == "never") return 0;
+    std::string dir;
+    if (config.train.resume == "auto") {
+      auto latest = latestCheckpoint(runDirectory(config) + "/checkpoints");
+      if (!latest) return 0;
+      dir = *latest;
+    } else {
+      dir = config.train.resume;
+      if (!std::filesystem::is_directory(dir)) {
+        TW_THROW(DataError, "train.resume: checkpoint directory '", dir, "' does not exist");
+      }
+    }
+    StateDict shared = readStateFile(sharedStateFile(dir));
+    StateDict modelState = extractPrefix(shared, "model");
+    {
+      at::NoGradGuard noGrad;
+      auto load = [&](const std::string& name, at::Tensor& target) {
+        const at::Tensor& saved = requireEntry(modelState, name);
+        if (!saved.sizes().equals(target.sizes())) {
+          TW_THROW(DataError, "checkpoint '", dir, "': '", name, "' has shape ", saved.sizes(),
+                   " but the model has ", target.sizes(), " (was it written by another model?)");
+        }
+        target.copy_(saved);
+      };
+      for (auto& item : model->named_parameters(true)) load(item.key(), item.value());
+      for (auto& item : model->named_buffers(true)) load(item.key(), item.value());
+    }
+    optimizer->loadState(extractPrefix(shared, "optim"));
+    const std::string rankFile = rankStateFile(dir, comm.rank());
+    if (std::filesystem::exists(rankFile)) {
+      StateDict own = readStateFile(rankFile);
+      auto generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(requireEntry(own, "rng.cpu"));
+    }
+    resumedFrom = dir;
+    return requireEntry(shared, "trainer.step").item<int64_t>();
+  }
+
+  const Config& config;
+  comm::Communicator& comm;
+  Logger& log;
+  std::unique_ptr<Dataset> train;
+  std::unique_ptr<Dataset> test;
+  std::shared_ptr<Model> model;
+  DistributedSampler sampler;
+  optim::LrSchedule schedule;
+  std::chrono::milliseconds timeout;
+  std::vector<optim::NamedParameter> parameters;
+  std::unique_ptr<optim::Optimizer> optimizer;
+  std::unique_ptr<GradSync> sync;
+};
+
+Trainer::Trainer(const Config& config, comm::Communicator& comm, Logger& log)
+    : state_(std::make_unique<State>(config, comm, log)) {}
+
+Trainer::~Trainer() = default;
+
+EvalRecord Trainer::evaluate(int64_t step) {
+  State& s = *state_;
+  at::NoGradGuard noGrad;
+  s.model->eval();
+  double lossSum = 0, correct = 0, count = 0;
+  const int64_t size = s.test->size();
+  std::vector<int64_t> indices;
+  auto flush = [&] {
+    if (indices.empty()) return;
+    Batch batch = s.test->batch(indices);
+    at::Tensor logits = s.model->forward(batch.inputs);
+    lossSum += at::cross_entropy_loss(logits, batch.labels, {}, at::Reduction::Sum).item<double>();
+    correct += logits.argmax(1).eq(batch.labels).sum().item<double>();
+    count += static_cast<double>(indices.size());
+    indices.clear();
+  };
+  for (int64_t i = s.comm.rank(); i < size; i += s.comm.worldSize()) {
+    indices.push_back(i);
+    if (static_cast<int64_t>(indices.size()) == s.config.train.evalBatch) flush();
+  }
+  flush();
+  s.model->train();
+  std::vector<double> totals = s.sumOverRanks({lossSum, correct, count});
+  return {.step = step, .loss = totals[0] / totals[2], .accuracy = totals[1] / totals[2]};
+}
+
+TrainResult Trainer::run() {
+  State& s = *state_;
+  const Config& config = s.config;
+  const bool leader = s.comm.rank() == 0;
+  TrainResult result;
+
+  s.broadcastModel();
+  result.startStep = s.maybeResume(result.resumedFrom);
+  if (!result.resumedFrom.empty()) {
+    if (leader) s.log.info("resumed from ", result.resumedFrom, " at step ", result.startStep);
+  }
+
+  MetricsWriter metrics({.path = leader ? runDirectory(config) + "/metrics.jsonl" : "",
+                         .append = result.startStep > 0});
+  ProgressLine progress({.total = config.train.steps,
+                         .out = (leader && config.run.progress) ? &std::cerr : nullptr,
+                         .interactive = isatty(STDERR_FILENO) != 0});
+  if (leader) {
+    int64_t parameterCount = 0;
+    for (const auto& p : s.parameters) parameterCount += p.tensor.numel();
+    s.log.info("train: ", s.train->describe(), "; model ", config.model.type, " with ",
+               parameterCount, " parameters in ", s.sync->numBuckets(), " gradient buckets; ",
+               s.comm.worldSize(), " ranks (", s.comm.backendName(), "), global batch ",
+               config.train.batchPerRank * config.train.gradAccumulation * s.comm.worldSize());
+  }
+
+  const int64_t accumulation = config.train.gradAccumulation;
+  const int64_t samplesPerStep = config.train.batchPerRank * accumulation * s.comm.worldSize();
+  Stopwatch runClock;
+  Stopwatch windowClock;
+  int64_t windowSteps = 0;
+  double lossSum = 0, correctSum = 0, seenSum = 0;
+  int64_t step = result.startStep;
+  const int64_t lastStep = config.train.stopAfter > 0
+                               ? std::min(config.train.stopAfter, config.train.steps)
+                               : config.train.steps;
+  for (; step < lastStep; ++step) {
+    Stopwatch stepClock;
+    for (int64_t micro = 0; micro < accumulation; ++micro) {
+      Stopwatch phase;
+      Batch batch = s.train->batch(s.sampler.indices(step * accumulation + micro));
+      result.times.data += phase.seconds();
+      phase.reset();
+      at::Tensor logits = s.model->forward(batch.inputs);
+      at::Tensor loss = at::cross_entropy_loss(logits, batch.labels);
+      result.times.forward += phase.seconds();
+      {
+        at::NoGradGuard noGrad;
+        lossSum += loss.item<double>() * static_cast<double>(batch.labels.size(0));
+        correctSum += logits.argmax(1).eq(batch.labels).sum().item<double>();
+        seenSum += static_cast<double>(batch.labels.size(0));
+      }
+      phase.reset();
+      s.sync->prepare(/*synchronize=*/micro + 1 == accumulation);
+      (accumulation > 1 ? loss / static_cast<double>(accumulation) : loss).backward();
+      result.times.backward += phase.seconds();
+    }
+    Stopwatch phase;
+    s.sync->finish();
+    result.times.syncWait += phase.seconds();
+    phase.reset();
+    if (config.train.clipGradNorm > 0) {
+      at::NoGradGuard noGrad;
+      double squared = 0;
+      for (auto& p : s.parameters) {
+        if (p.tensor.grad().defined()) squared += p.tensor.grad().pow(2).sum().item<double>();
+      }
+      const double norm = std::sqrt(squared);
+      if (norm > config.train.clipGradNorm) {
+        const double factor = config.train.clipGradNorm / (norm + 1e-6);
+        for (auto& p : s.parameters) {
+          if (p.tensor.grad().defined()) p.tensor.mutable_grad().mul_(factor);
+        }
+      }
+    }
+    const double lr = s.schedule.lrAt(step);
+    s.optimizer->step(lr);
+    for (auto& p : s.parameters) p.tensor.mutable_grad() = at::Tensor();
+    result.times.optimizer += phase.seconds();
+    result.times.total += stepClock.seconds();
+    ++windowSteps;
+
+    const int64_t done = step + 1;
+    const bool last = done == lastStep;
+    if (done % config.run.logEvery == 0 || last) {
+      std::vector<double> totals = s.sumOverRanks({lossSum, correctSum, seenSum});
+      StepRecord record{.step = done,
+                        .loss = totals[0] / totals[2],
+                        .accuracy = totals[1] / totals[2],
+                        .lr = lr};
+      result.steps.push_back(record);
+      const double window = windowClock.seconds();
+      const double samplesPerSecond =
+          static_cast<double>(windowSteps * samplesPerStep) / std::max(window, 1e-9);
+      if (leader) {
+        metrics.write(JsonRecord()
+                          .add("kind", "train")
+                          .add("step", done)
+                          .add("loss", record.loss)
+                          .add("accuracy", record.accuracy)
+                          .add("lr", lr)
+                          .add("samples_per_s", samplesPerSecond)
+                          .add("elapsed_s", runClock.seconds())
+                          .add("bytes_sent", s.sync->stats().bytesSent));
+        char text[160];
+        std::snprintf(text, sizeof(text), "loss %.4f | acc %.3f | lr %.3g | %.0f samples/s",
+                      record.loss, record.accuracy, lr, samplesPerSecond);
+        progress.update(done, text);
+      }
+      lossSum = correctSum = seenSum = 0;
+      windowSteps = 0;
+      windowClock.reset();
+    }
+    const bool evalNow =
+        (config.train.evalEvery > 0 && done % config.train.evalEvery == 0) || done == config.train.steps;
+    if (evalNow) {
+      EvalRecord eval = evaluate(done);
+      result.evals.push_back(eval);
+      result.finalTestAccuracy = eval.accuracy;
+      result.finalTestLoss = eval.loss;
+      if (leader) {
+        progress.close();
+        metrics.write(JsonRecord()
+                          .add("kind", "eval")
+                          .add("step", done)
+                          .add("loss", eval.loss)
+                          .add("accuracy", eval.accuracy)
+                          .add("elapsed_s", runClock.seconds()));
+        s.log.info("eval at step ", done, ": test loss ", eval.loss, ", test accuracy ",
+                   eval.accuracy);
+      }
+      windowClock.reset();
+      windowSteps = 0;
+    }
+    const bool checkpointNow =
+        (config.train.checkpointEvery > 0 && done % config.train.checkpointEvery == 0) || last;
+    if (checkpointNow) {
+      s.saveCheckpoint(done);
+      windowClock.reset();
+      windowSteps = 0;
+    }
+  }
+  if (leader) progress.close();
+  if (step == config.train.steps && result.evals.empty()) {
+    // Resumed from the final checkpoint: nothing left to train, but the caller still gets the
+    // model's test accuracy.
+    EvalRecord eval = evaluate(step);
+    result.evals.push_back(eval);
+    result.finalTestAccuracy = eval.accuracy;
+    result.finalTestLoss = eval.loss;
+  }
+  result.lastStep = step;
+  result.stoppedEarly = step < config.train.steps;
+  result.sync = s.sync->stats();
+  return result;
+}
+
+}  // namespace thinwire::core

@@ -1,0 +1,91 @@
+// File: core/trainer.h
+//
+// The data-parallel training engine for one rank. Every rank of the communicator constructs a
+// Trainer from the same Config and calls run(); together they train one model:
+//   1. rank 0's initial weights (or the resumed checkpoint) are broadcast to every rank;
+//   2. each step, every rank draws its disjoint shard of the global batch (DistributedSampler),
+//      runs forward/backward, and GradSync averages gradients bucket by bucket while backward
+//      still runs;
+//   3. optional gradient-norm clipping (on the averaged gradient, identical everywhere), then the
+//      optimizer step with the scheduled learning rate;
+//   4. rank 0 logs metrics (JSON lines + progress line); evaluation and atomic checkpoints happen
+//      at their configured periods.
+//
+// Ownership: the Trainer owns model, optimizer, data and GradSync; it borrows the communicator
+// and the logger, which must outlive it.
+//
+// Threading: one thread per rank (threads-as-ranks tests run one Trainer per thread).
+//
+// Example:
+//   Config config = Config::fromFile("examples/fmnist_mlp.yaml");
+//   Trainer trainer(config, *comm, log);
+//   TrainResult result = trainer.run();
+//   std::cout << "final test_acc=" << result.finalTestAccuracy << "\n";
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/logging.h"
+#include "comm/communicator.h"
+#include "core/config.h"
+#include "core/grad_sync.h"
+
+namespace thinwire::core {
+
+struct StepRecord {
+  int64_t step = 0;       // 1-based optimizer step that just finished
+  double loss = 0;        // mean training loss over the global batch of this step
+  double accuracy = 0;    // fraction of the global batch classified correctly
+  double lr = 0;
+};
+
+struct EvalRecord {
+  int64_t step = 0;
+  double loss = 0;
+  double accuracy = 0;
+};
+
+struct StepTimes {  // seconds summed over the run, this rank
+  double data = 0, forward = 0, backward = 0, syncWait = 0, optimizer = 0, total = 0;
+};
+
+struct TrainResult {
+  std::vector<StepRecord> steps;   // every logged step
+  std::vector<EvalRecord> evals;
+  double finalTestAccuracy = -1;   // last evaluation; -1 if none ran
+  double finalTestLoss = -1;
+  int64_t startStep = 0;           // steps already done when run() began (resume)
+  int64_t lastStep = 0;            // steps done when run() returned
+  bool stoppedEarly = false;       // train.stop_after ended the run
+  std::string resumedFrom;         // checkpoint directory, "" for a fresh start
+  StepTimes times;
+  GradSyncStats sync;
+};
+
+class Trainer {
+ public:
+  // Builds data, model, optimizer; throws DataError for missing/corrupt data, ConfigError for a
+  // config the model cannot take.
+  Trainer(const Config& config, comm::Communicator& comm, Logger& log);
+  ~Trainer();
+
+  // Trains to config.train.steps (or train.stop_after), resuming first if configured. Collective:
+  // every rank must call it. Throws CommError/TimeoutError when a peer fails, DataError for a
+  // corrupt checkpoint.
+  TrainResult run();
+
+  // Runs the evaluation on the test split (collective) and returns loss and accuracy.
+  EvalRecord evaluate(int64_t step);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// The run directory: <run.output_dir>/<run.name>.
+std::string runDirectory(const Config& config);
+
+}  // namespace thinwire::core
