@@ -1,2 +1,264 @@
-// The `thinwire` executable; subcommands arrive with the trainer.
-int main() { return 0; }
+// The `thinwire` executable.
+//
+//   thinwire train CONFIG [--set path=value]...      what every rank runs (under mpirun or srun)
+//   thinwire launch CONFIG [-n N] [--hostfile FILE] [--dry-run] [--set path=value]...
+//   thinwire bench comm [options]                    collective benchmark (run under mpirun)
+//   thinwire config-docs                             prints docs/config.md
+//   thinwire print-config CONFIG [--set ...]         the effective config, every key
+//
+// Exit codes: 0 success, 1 runtime failure (data, communication, timeout), 2 bad usage or config.
+#include <ATen/Parallel.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/error.h"
+#include "base/logging.h"
+#include "bench/comm_bench.h"
+#include "comm/local/local_communicator.h"
+#include "comm/mpi/mpi_communicator.h"
+#include "comm/mpi/mpi_environment.h"
+#include "comm/world_info.h"
+#include "core/config.h"
+#include "core/trainer.h"
+#include "launch/mpirun_command.h"
+
+namespace thinwire {
+namespace {
+
+constexpr const char* kUsage = R"(usage: thinwire <command> [options]
+
+commands:
+  train CONFIG [--set path=value]...
+      Train as one rank of a job (start it with `thinwire launch`, mpirun or srun).
+      With comm.backend: local, runs launch.ranks ranks as threads in this process.
+  launch CONFIG [-n N] [--hostfile FILE] [--dry-run] [--set path=value]...
+      Build the mpirun command from the config's launch section, print it and run it.
+  bench comm [--sizes 4K,64M,...] [--iterations N] [--warmup N] [--json PATH]
+      Allreduce sweep, thinwire next to a direct MPI_Allreduce (run under mpirun).
+  config-docs
+      Print the reference of every config key (docs/config.md).
+  print-config CONFIG [--set path=value]...
+      Print the effective configuration with every key.
+  --help, --version
+
+Config keys are documented in docs/config.md; --set uses the same dotted paths.
+)";
+
+struct UsageError : Error {
+  using Error::Error;
+};
+
+// Splits "CONFIG --set a=b --set c=d" style arguments of train/launch/print-config.
+struct CommonArgs {
+  std::string configPath;
+  std::vector<std::string> overrides;
+  int64_t ranks = 0;
+  std::string hostfile;
+  bool dryRun = false;
+};
+
+CommonArgs parseCommon(const std::vector<std::string>& args, bool launchFlags) {
+  CommonArgs out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](const char* flag) -> std::string {
+      if (i + 1 >= args.size()) throw UsageError(std::string(flag) + " needs a value");
+      return args[++i];
+    };
+    if (a == "--set") {
+      out.overrides.push_back(value("--set"));
+    } else if (a.rfind("--set=", 0) == 0) {
+      out.overrides.push_back(a.substr(6));
+    } else if (launchFlags && (a == "-n" || a == "--ranks")) {
+      const std::string n = value("-n");
+      try {
+        out.ranks = std::stoll(n);
+      } catch (const std::exception&) {
+        throw UsageError("-n needs a whole number, got '" + n + "'");
+      }
+      if (out.ranks < 1) throw UsageError("-n must be >= 1, got " + n);
+    } else if (launchFlags && a == "--hostfile") {
+      out.hostfile = value("--hostfile");
+    } else if (launchFlags && a == "--dry-run") {
+      out.dryRun = true;
+    } else if (!a.empty() && a[0] == '-') {
+      throw UsageError("unknown option '" + a + "'");
+    } else if (out.configPath.empty()) {
+      out.configPath = a;
+    } else {
+      throw UsageError("unexpected argument '" + a + "' (one config file per job)");
+    }
+  }
+  if (out.configPath.empty()) throw UsageError("missing CONFIG (a YAML file, see examples/)");
+  return out;
+}
+
+// Which BLAS libtorch calls: the file mapped into this process (see docs/benchmarks.md on why
+// the OpenMP OpenBLAS matters).
+std::string blasInUse() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  std::set<std::string> found;
+  while (std::getline(maps, line)) {
+    const auto slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    const std::string path = line.substr(slash);
+    if (path.find("blas") != std::string::npos || path.find("lapack") != std::string::npos) {
+      char resolved[4096];
+      found.insert(realpath(path.c_str(), resolved) != nullptr ? resolved : path);
+    }
+  }
+  std::string out;
+  for (const auto& f : found) out += (out.empty() ? "" : ", ") + f;
+  return out.empty() ? "none mapped" : out;
+}
+
+int runRank(const core::Config& config, comm::Communicator& comm, Logger& log) {
+  setErrorRank(comm.rank());
+  try {
+    core::Trainer trainer(config, comm, log);
+    core::TrainResult result = trainer.run();
+    if (comm.rank() == 0) {
+      const auto& t = result.times;
+      const double steps = std::max<int64_t>(1, result.lastStep - result.startStep);
+      log.info("per step (rank 0): data ", t.data / steps, " s, forward ", t.forward / steps,
+               " s, backward ", t.backward / steps, " s, sync wait ", t.syncWait / steps,
+               " s, optimizer ", t.optimizer / steps, " s, total ", t.total / steps, " s");
+      if (result.stoppedEarly) {
+        std::printf("stopped at step %lld (train.stop_after); resume with train.resume: auto\n",
+                    static_cast<long long>(result.lastStep));
+      } else if (result.finalTestAccuracy >= 0) {
+        std::printf("final test_acc=%.4f\n", result.finalTestAccuracy);
+      }
+      std::fflush(stdout);
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    log.error("rank ", comm.rank(), " failed: ", e.what());
+    if (comm.worldSize() > 1) comm.abort(e.what());
+    return 1;
+  }
+}
+
+int commandTrain(const std::vector<std::string>& args) {
+  CommonArgs common = parseCommon(args, /*launchFlags=*/false);
+  const core::Config config = core::Config::fromFile(common.configPath, common.overrides);
+  at::set_num_threads(static_cast<int>(config.train.threads));
+  const LogLevel level = parseLogLevel(config.run.logLevel);
+
+  if (config.comm.backend == "local") {
+    const int ranks = static_cast<int>(config.launch.ranks);
+    auto world = comm::makeLocalWorld(ranks);
+    std::vector<std::unique_ptr<Logger>> logs;
+    for (int r = 0; r < ranks; ++r) {
+      logs.push_back(std::make_unique<Logger>(LoggerOptions{.rank = r, .level = level}));
+    }
+    logs[0]->info("BLAS: ", blasInUse());
+    std::vector<int> codes(ranks, 0);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < ranks; ++r) {
+      threads.emplace_back([&, r] { codes[r] = runRank(config, *world[r], *logs[r]); });
+    }
+    for (auto& t : threads) t.join();
+    for (int code : codes) {
+      if (code != 0) return code;
+    }
+    return 0;
+  }
+
+  auto environment = std::make_shared<comm::MpiEnvironment>();
+  comm::MpiCommunicator comm(environment);
+  Logger log({.rank = comm.rank(), .level = level});
+  if (comm.rank() == 0) log.info("BLAS: ", blasInUse());
+  return runRank(config, comm, log);
+}
+
+int commandLaunch(const std::vector<std::string>& args) {
+  CommonArgs common = parseCommon(args, /*launchFlags=*/true);
+  const core::Config config = core::Config::fromFile(common.configPath, common.overrides);
+  char self[4096];
+  const ssize_t length = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (length <= 0) TW_THROW(Error, "cannot resolve the thinwire executable (/proc/self/exe)");
+  self[length] = '\0';
+  launch::MpirunRequest request;
+  request.configPath = common.configPath;
+  request.ranks = common.ranks;
+  request.hostfile = common.hostfile;
+  request.thinwireBinary = self;
+  request.overrides = common.overrides;
+  request.runAsRoot = geteuid() == 0;
+  const std::vector<std::string> argv = launch::mpirunCommand(config, request);
+  std::cout << launch::shellQuote(argv) << std::endl;
+  if (common.dryRun) return 0;
+  std::vector<char*> raw;
+  for (const auto& a : argv) raw.push_back(const_cast<char*>(a.c_str()));
+  raw.push_back(nullptr);
+  execvp(raw[0], raw.data());
+  TW_THROW(Error, "cannot run '", argv[0], "': ", std::strerror(errno),
+           " (is Open MPI installed? run scripts/install-deps.sh, or set launch.mpirun)");
+}
+
+int commandBench(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] != "comm") {
+    throw UsageError("bench needs a benchmark name: comm");
+  }
+  bench::CommBenchOptions options =
+      bench::parseCommBenchArgs(std::vector<std::string>(args.begin() + 1, args.end()));
+  return bench::runCommBench(options);
+}
+
+int dispatch(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  const std::string& command = args[0];
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (command == "--version") {
+    std::cout << "thinwire 0.1.0\n";
+    return 0;
+  }
+  if (command == "train") return commandTrain(rest);
+  if (command == "launch") return commandLaunch(rest);
+  if (command == "bench") return commandBench(rest);
+  if (command == "config-docs") {
+    std::cout << core::configReferenceMarkdown();
+    return 0;
+  }
+  if (command == "print-config") {
+    CommonArgs common = parseCommon(rest, /*launchFlags=*/false);
+    std::cout << core::Config::fromFile(common.configPath, common.overrides).toYaml();
+    return 0;
+  }
+  throw UsageError("unknown command '" + command + "'");
+}
+
+}  // namespace
+}  // namespace thinwire
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    return thinwire::dispatch(args);
+  } catch (const thinwire::UsageError& e) {
+    std::cerr << "thinwire: " << e.what() << "\n(see thinwire --help)\n";
+    return 2;
+  } catch (const thinwire::ConfigError& e) {
+    std::cerr << "thinwire: config error: " << e.what() << "\n";
+    return 2;
+  } catch (const thinwire::Error& e) {
+    std::cerr << "thinwire: error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "thinwire: unexpected error: " << e.what() << "\n";
+    return 1;
+  }
+}

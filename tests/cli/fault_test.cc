@@ -1,0 +1,91 @@
+// Fault tier: a rank of a real 4-rank mpirun job is killed with SIGKILL mid-run; every other rank
+// must exit and mpirun must return non-zero within 60 s with a message naming the failure.
+#include <dirent.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/cli/run_process.h"
+
+namespace thinwire::testing {
+namespace {
+
+// Pids of running `thinwire` rank processes whose command line mentions `marker`.
+std::vector<pid_t> rankProcesses(const std::string& marker) {
+  std::vector<pid_t> pids;
+  const std::string binary = std::filesystem::canonical(thinwireBinary()).string();
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::error_code error;
+    const auto exe = std::filesystem::read_symlink(entry.path() / "exe", error);
+    if (error || exe.string() != binary) continue;
+    std::ifstream cmdline(entry.path() / "cmdline");
+    std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+    if (args.find(marker) == std::string::npos) continue;
+    // Skip zombies: a killed rank stays listed until reaped.
+    std::ifstream stat(entry.path() / "stat");
+    std::string statLine;
+    std::getline(stat, statLine);
+    const auto close = statLine.rfind(')');
+    if (close != std::string::npos && close + 2 < statLine.size() && statLine[close + 2] == 'Z') {
+      continue;
+    }
+    pids.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return pids;
+}
+
+size_t countLines(const std::string& file) {
+  std::ifstream in(file);
+  size_t n = 0;
+  std::string line;
+  while (std::getline(in, line)) ++n;
+  return n;
+}
+
+TEST(FaultTest, KilledRankMakesTheWholeJobFailFast) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("thinwire_fault_test_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string config = (dir / "fault.yaml").string();
+  writeFile(config, "run:\n  name: fault\n  output_dir: " + (dir / "runs").string() +
+                        "\n  log_every: 1\n  progress: false\n"
+                        "data:\n  dataset: synthetic\n  synthetic:\n    train_samples: 4096\n"
+                        "    test_samples: 256\n    features: 64\n    classes: 4\n"
+                        "model:\n  hidden: [256, 256]\n"
+                        "train:\n  steps: 100000\n  batch_per_rank: 32\n"
+                        "comm:\n  timeout_s: 30\n");
+  const std::string log = (dir / "mpirun.log").string();
+  pid_t job = startProcess({THINWIRE_MPIEXEC, "-n", "4", "--oversubscribe", "--allow-run-as-root",
+                            "--bind-to", "none", thinwireBinary(), "train", config},
+                           log);
+  // Wait (bounded) until training runs: a few metrics records exist.
+  const std::string metrics = (dir / "runs" / "fault" / "metrics.jsonl").string();
+  const auto start = std::chrono::steady_clock::now();
+  while (countLines(metrics) < 5 &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(90)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_GE(countLines(metrics), 5U) << "training did not start";
+  std::vector<pid_t> ranks = rankProcesses(config);
+  ASSERT_EQ(ranks.size(), 4U);
+  ASSERT_EQ(kill(ranks[2], SIGKILL), 0);
+
+  ProcessResult result = waitProcess(job, log, 60);
+  EXPECT_FALSE(result.timedOut) << "the job did not end within 60 s of the kill\n" << result.output;
+  EXPECT_NE(result.exitCode, 0) << result.output;
+  // Open MPI names the process that died and its signal.
+  EXPECT_TRUE(result.output.find("signal 9") != std::string::npos ||
+              result.output.find("Killed") != std::string::npos)
+      << result.output;
+  // Every rank is gone.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_TRUE(rankProcesses(config).empty());
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace thinwire::testing
