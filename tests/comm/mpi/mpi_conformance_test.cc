@@ -77,3 +77,21 @@ TEST(MpiCommunicatorTest, CountsAboveIntMaxAreRejectedAtTheCall) {
 
 }  // namespace
 }  // namespace thinwire::comm
+
+namespace thinwire::comm {
+namespace {
+
+// Run only by the comm_mpi_abort_ends_the_job ctest entry (it ends the job on purpose): one rank
+// aborts while the others wait in a barrier; mpiexec must exit non-zero promptly.
+TEST(MpiAbortTest, DISABLED_AbortEndsTheWholeJob) {
+  std::unique_ptr<Communicator> comm = makeWorldCommunicator();
+  if (comm->rank() == comm->worldSize() - 1) {
+    comm->abort("test abort from the last rank");
+  } else {
+    comm->barrier()->wait(std::chrono::seconds(20));
+  }
+  ADD_FAILURE() << "rank " << comm->rank() << " is still running after abort()";
+}
+
+}  // namespace
+}  // namespace thinwire::comm

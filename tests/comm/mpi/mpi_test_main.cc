@@ -17,7 +17,7 @@ class RankFailurePrinter : public ::testing::EmptyTestEventListener {
   void OnTestPartResult(const ::testing::TestPartResult& result) override {
     if (!result.failed()) return;
     std::cerr << "[rank " << rank_ << "] " << (result.file_name() ? result.file_name() : "?") << ":"
-              << result.line_number() << ": " << result.summary() << "\n";
+              << result.line_number() << ": " << result.message() << "\n";
   }
 
  private:
