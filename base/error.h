@@ -82,20 +82,21 @@ template <typename E, typename... Args>
 }  // namespace thinwire
 
 // Throws thinwire::E with the concatenated message and the source location.
-#define TW_THROW(E, ...) ::thinwire::detail::throwError<::thinwire::E>(__FILE__, __LINE__, __VA_ARGS__)
+#define TW_THROW(E, ...) \
+  ::thinwire::detail::throwError<::thinwire::E>(__FILE__, __LINE__, __VA_ARGS__)
 
 // Caller error: throws InvalidArgument when `cond` is false.
-#define TW_CHECK(cond, ...)                                   \
-  do {                                                        \
-    if (!(cond)) {                                            \
-      TW_THROW(InvalidArgument, __VA_ARGS__);                 \
-    }                                                         \
+#define TW_CHECK(cond, ...)                   \
+  do {                                        \
+    if (!(cond)) {                            \
+      TW_THROW(InvalidArgument, __VA_ARGS__); \
+    }                                         \
   } while (false)
 
 // Internal invariant: throws Error ("internal error: ...") when `cond` is false.
-#define TW_ASSERT(cond, ...)                                                      \
-  do {                                                                            \
-    if (!(cond)) {                                                                \
-      TW_THROW(Error, "internal error: " #cond " does not hold: ", __VA_ARGS__);  \
-    }                                                                             \
+#define TW_ASSERT(cond, ...)                                                     \
+  do {                                                                           \
+    if (!(cond)) {                                                               \
+      TW_THROW(Error, "internal error: " #cond " does not hold: ", __VA_ARGS__); \
+    }                                                                            \
   } while (false)

@@ -27,9 +27,9 @@ enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3, kOff = 4 };
 LogLevel parseLogLevel(const std::string& name);
 
 struct LoggerOptions {
-  int rank = -1;                      // shown in the prefix; -1 hides it
-  LogLevel level = LogLevel::kInfo;   // lines below this level are dropped
-  std::ostream* out = &std::cerr;     // not owned; must outlive the logger
+  int rank = -1;                     // shown in the prefix; -1 hides it
+  LogLevel level = LogLevel::kInfo;  // lines below this level are dropped
+  std::ostream* out = &std::cerr;    // not owned; must outlive the logger
 };
 
 class Logger {
@@ -37,13 +37,21 @@ class Logger {
   explicit Logger(LoggerOptions options = {});
 
   template <typename... Args>
-  void debug(const Args&... args) { log(LogLevel::kDebug, detail::concat(args...)); }
+  void debug(const Args&... args) {
+    log(LogLevel::kDebug, detail::concat(args...));
+  }
   template <typename... Args>
-  void info(const Args&... args) { log(LogLevel::kInfo, detail::concat(args...)); }
+  void info(const Args&... args) {
+    log(LogLevel::kInfo, detail::concat(args...));
+  }
   template <typename... Args>
-  void warn(const Args&... args) { log(LogLevel::kWarn, detail::concat(args...)); }
+  void warn(const Args&... args) {
+    log(LogLevel::kWarn, detail::concat(args...));
+  }
   template <typename... Args>
-  void error(const Args&... args) { log(LogLevel::kError, detail::concat(args...)); }
+  void error(const Args&... args) {
+    log(LogLevel::kError, detail::concat(args...));
+  }
 
   // Writes one line at `level` if it passes the threshold. Thread-safe.
   void log(LogLevel level, const std::string& message);

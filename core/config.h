@@ -25,87 +25,87 @@
 namespace thinwire::core {
 
 struct RunConfig {
-  std::string name = "default";      // run.name: runs/<name>/ holds metrics and checkpoints
-  uint64_t seed = 0;                 // run.seed: model init, data order
-  std::string outputDir = "runs";    // run.output_dir
-  int64_t logEvery = 10;             // run.log_every: steps between metrics records
-  std::string logLevel = "info";     // run.log_level: debug|info|warn|error
-  bool progress = true;              // run.progress: live progress line on rank 0
+  std::string name = "default";    // run.name: runs/<name>/ holds metrics and checkpoints
+  uint64_t seed = 0;               // run.seed: model init, data order
+  std::string outputDir = "runs";  // run.output_dir
+  int64_t logEvery = 10;           // run.log_every: steps between metrics records
+  std::string logLevel = "info";   // run.log_level: debug|info|warn|error
+  bool progress = true;            // run.progress: live progress line on rank 0
 };
 
 struct SyntheticDataConfig {
-  int64_t trainSamples = 4096;       // data.synthetic.train_samples
-  int64_t testSamples = 1024;        // data.synthetic.test_samples
-  int64_t features = 784;            // data.synthetic.features
-  int64_t classes = 10;              // data.synthetic.classes
+  int64_t trainSamples = 4096;  // data.synthetic.train_samples
+  int64_t testSamples = 1024;   // data.synthetic.test_samples
+  int64_t features = 784;       // data.synthetic.features
+  int64_t classes = 10;         // data.synthetic.classes
 };
 
 struct DataConfig {
-  std::string dataset = "fashion_mnist";                    // data.dataset: fashion_mnist|synthetic
-  std::string path = "/usr/share/datasets/fashion-mnist";   // data.path
-  SyntheticDataConfig synthetic;                             // data.synthetic.*
+  std::string dataset = "fashion_mnist";                   // data.dataset: fashion_mnist|synthetic
+  std::string path = "/usr/share/datasets/fashion-mnist";  // data.path
+  SyntheticDataConfig synthetic;                           // data.synthetic.*
 };
 
 struct ModelConfig {
-  std::string type = "mlp";                         // model.type: mlp|cnn
-  std::vector<int64_t> hidden = {2048, 2048};       // model.hidden: MLP hidden widths
-  std::vector<int64_t> channels = {32, 64};         // model.channels: CNN conv channels (2)
-  int64_t cnnHidden = 128;                          // model.cnn_hidden: CNN fully-connected width
+  std::string type = "mlp";                    // model.type: mlp|cnn
+  std::vector<int64_t> hidden = {2048, 2048};  // model.hidden: MLP hidden widths
+  std::vector<int64_t> channels = {32, 64};    // model.channels: CNN conv channels (2)
+  int64_t cnnHidden = 128;                     // model.cnn_hidden: CNN fully-connected width
 };
 
 struct TrainConfig {
-  int64_t steps = 1000;              // train.steps: optimizer steps
-  int64_t batchPerRank = 64;         // train.batch_per_rank: samples per rank per micro-step
-  int64_t gradAccumulation = 1;      // train.grad_accumulation: micro-steps per optimizer step
-  double clipGradNorm = 0.0;         // train.clip_grad_norm: 0 disables
-  int64_t evalEvery = 0;             // train.eval_every: steps between evaluations; 0 = end only
-  int64_t evalBatch = 1000;          // train.eval_batch
-  int64_t checkpointEvery = 0;       // train.checkpoint_every: 0 = only at the end
-  int64_t checkpointKeep = 2;        // train.checkpoint_keep: newest N kept
-  std::string resume = "auto";       // train.resume: auto|never|<checkpoint directory>
-  int64_t threads = 1;               // train.threads: intra-op threads per rank
-  int64_t stopAfter = 0;             // train.stop_after: stop (checkpointed) after this step; 0 = off
+  int64_t steps = 1000;          // train.steps: optimizer steps
+  int64_t batchPerRank = 64;     // train.batch_per_rank: samples per rank per micro-step
+  int64_t gradAccumulation = 1;  // train.grad_accumulation: micro-steps per optimizer step
+  double clipGradNorm = 0.0;     // train.clip_grad_norm: 0 disables
+  int64_t evalEvery = 0;         // train.eval_every: steps between evaluations; 0 = end only
+  int64_t evalBatch = 1000;      // train.eval_batch
+  int64_t checkpointEvery = 0;   // train.checkpoint_every: 0 = only at the end
+  int64_t checkpointKeep = 2;    // train.checkpoint_keep: newest N kept
+  std::string resume = "auto";   // train.resume: auto|never|<checkpoint directory>
+  int64_t threads = 1;           // train.threads: intra-op threads per rank
+  int64_t stopAfter = 0;         // train.stop_after: stop (checkpointed) after this step; 0 = off
 };
 
 struct ScheduleConfig {
-  std::string name = "constant";     // optim.schedule.name: constant|cosine|step
-  int64_t warmupSteps = 0;           // optim.schedule.warmup_steps: linear warm-up from 0
-  double minLrRatio = 0.0;           // optim.schedule.min_lr_ratio: cosine floor, fraction of lr
-  int64_t stepSize = 1000;           // optim.schedule.step_size: steps between step decays
-  double gamma = 0.1;                // optim.schedule.gamma: step-decay factor
+  std::string name = "constant";  // optim.schedule.name: constant|cosine|step
+  int64_t warmupSteps = 0;        // optim.schedule.warmup_steps: linear warm-up from 0
+  double minLrRatio = 0.0;        // optim.schedule.min_lr_ratio: cosine floor, fraction of lr
+  int64_t stepSize = 1000;        // optim.schedule.step_size: steps between step decays
+  double gamma = 0.1;             // optim.schedule.gamma: step-decay factor
 };
 
 struct OptimConfig {
-  std::string name = "sgd";          // optim.name: sgd|adam|adamw
-  double lr = 0.1;                   // optim.lr
-  double momentum = 0.0;             // optim.momentum (sgd)
-  bool nesterov = false;             // optim.nesterov (sgd)
-  double weightDecay = 0.0;          // optim.weight_decay
-  double beta1 = 0.9;                // optim.beta1 (adam, adamw)
-  double beta2 = 0.999;              // optim.beta2 (adam, adamw)
-  double eps = 1e-8;                 // optim.eps (adam, adamw)
-  ScheduleConfig schedule;           // optim.schedule.*
+  std::string name = "sgd";  // optim.name: sgd|adam|adamw
+  double lr = 0.1;           // optim.lr
+  double momentum = 0.0;     // optim.momentum (sgd)
+  bool nesterov = false;     // optim.nesterov (sgd)
+  double weightDecay = 0.0;  // optim.weight_decay
+  double beta1 = 0.9;        // optim.beta1 (adam, adamw)
+  double beta2 = 0.999;      // optim.beta2 (adam, adamw)
+  double eps = 1e-8;         // optim.eps (adam, adamw)
+  ScheduleConfig schedule;   // optim.schedule.*
 };
 
 struct CommConfig {
-  std::string backend = "mpi";       // comm.backend: mpi|local
-  double bucketMb = 4.0;             // comm.bucket_mb: gradient bucket size in MiB
-  double timeoutS = 300.0;           // comm.timeout_s: bound on every collective wait
-  bool gradientSync = true;          // comm.gradient_sync: false = compute-only benchmark mode
-  bool overlap = true;               // comm.overlap: start buckets during backward
+  std::string backend = "mpi";  // comm.backend: mpi|local
+  double bucketMb = 4.0;        // comm.bucket_mb: gradient bucket size in MiB
+  double timeoutS = 300.0;      // comm.timeout_s: bound on every collective wait
+  bool gradientSync = true;     // comm.gradient_sync: false = compute-only benchmark mode
+  bool overlap = true;          // comm.overlap: start buckets during backward
 };
 
 struct LaunchConfig {
-  int64_t ranks = 4;                       // launch.ranks
-  std::string hostfile;                    // launch.hostfile: empty = this machine
-  std::string mpirun = "mpirun";           // launch.mpirun: the mpirun executable
-  bool oversubscribe = true;               // launch.oversubscribe
-  std::string bindTo = "none";             // launch.bind_to: none|core|socket
-  std::string transport = "auto";          // launch.transport: auto|tcp|shm
-  std::string tcpInterface;                // launch.tcp_interface: e.g. lo, eth0
-  std::vector<std::string> extraArgs;      // launch.extra_args: appended to mpirun verbatim
-  std::string srunMpi = "pmix";            // launch.srun_mpi: srun --mpi=<this>
-  std::vector<std::string> srunArgs;       // launch.srun_args: appended to srun verbatim
+  int64_t ranks = 4;                   // launch.ranks
+  std::string hostfile;                // launch.hostfile: empty = this machine
+  std::string mpirun = "mpirun";       // launch.mpirun: the mpirun executable
+  bool oversubscribe = true;           // launch.oversubscribe
+  std::string bindTo = "none";         // launch.bind_to: none|core|socket
+  std::string transport = "auto";      // launch.transport: auto|tcp|shm
+  std::string tcpInterface;            // launch.tcp_interface: e.g. lo, eth0
+  std::vector<std::string> extraArgs;  // launch.extra_args: appended to mpirun verbatim
+  std::string srunMpi = "pmix";        // launch.srun_mpi: srun --mpi=<this>
+  std::vector<std::string> srunArgs;   // launch.srun_args: appended to srun verbatim
 };
 
 struct Config {
@@ -117,7 +117,7 @@ struct Config {
   CommConfig comm;
   LaunchConfig launch;
 
-  std::string sourcePath;            // the file it was read from ("" for defaults)
+  std::string sourcePath;  // the file it was read from ("" for defaults)
 
   // Parses and validates `path`, then applies `overrides` ("a.b=value", YAML scalar or flow
   // list syntax) in order. Throws ConfigError naming file:line and key path, or DataError when

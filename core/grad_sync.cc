@@ -20,8 +20,8 @@ GradSync::GradSync(std::vector<optim::NamedParameter> parameters,
   std::vector<int64_t> sizes;
   for (size_t k = parameters_.size(); k-- > 0;) {
     const at::Tensor& p = parameters_[k].tensor;
-    TW_CHECK(p.scalar_type() == at::kFloat, "parameter '", parameters_[k].name,
-             "' has dtype ", p.scalar_type(), "; gradient buckets hold float32");
+    TW_CHECK(p.scalar_type() == at::kFloat, "parameter '", parameters_[k].name, "' has dtype ",
+             p.scalar_type(), "; gradient buckets hold float32");
     const int64_t bytes = p.numel() * 4;
     if (buckets_.empty() || (sizes.back() > 0 && sizes.back() + bytes > options_.bucketBytes)) {
       buckets_.emplace_back();
@@ -64,7 +64,8 @@ void GradSync::prepare(bool synchronize) {
 void GradSync::onGradient(size_t index, const at::Tensor& grad) {
   if (!armed_) return;
   Slot& slot = slots_[index];
-  TW_ASSERT(!slot.ready, "gradient of '", parameters_[index].name, "' arrived twice in one backward");
+  TW_ASSERT(!slot.ready, "gradient of '", parameters_[index].name,
+            "' arrived twice in one backward");
   Bucket& bucket = buckets_[slot.bucket];
   const at::Tensor& param = parameters_[index].tensor;
   at::Tensor target = bucket.flat.narrow(0, slot.offset, param.numel()).view(param.sizes());

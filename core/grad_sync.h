@@ -33,17 +33,17 @@
 namespace thinwire::core {
 
 struct GradSyncOptions {
-  int64_t bucketBytes = 4 << 20;   // target bucket size; a larger single parameter gets its own
-  bool overlap = true;             // false: launch every bucket only in finish()
-  bool enabled = true;             // false: no communication (compute-only benchmark mode)
+  int64_t bucketBytes = 4 << 20;  // target bucket size; a larger single parameter gets its own
+  bool overlap = true;            // false: launch every bucket only in finish()
+  bool enabled = true;            // false: no communication (compute-only benchmark mode)
   std::chrono::milliseconds timeout = comm::kDefaultTimeout;
 };
 
 struct GradSyncStats {
-  int64_t bytesSent = 0;           // payload bytes handed to the communicator since construction
+  int64_t bytesSent = 0;             // payload bytes handed to the communicator since construction
   int64_t bucketsLaunchedEarly = 0;  // buckets started during backward (overlapped)
   int64_t bucketsLaunchedLate = 0;   // buckets started in finish()
-  double waitSeconds = 0;          // time finish() spent waiting for communication
+  double waitSeconds = 0;            // time finish() spent waiting for communication
 };
 
 class GradSync {
@@ -72,9 +72,9 @@ class GradSync {
     bool ready = false;
   };
   struct Bucket {
-    at::Tensor flat;                    // fp32, all the bucket's gradients back to back
-    std::vector<size_t> parameters;     // indices into parameters_
-    int64_t pending = 0;                // parameters not yet ready in this backward
+    at::Tensor flat;                 // fp32, all the bucket's gradients back to back
+    std::vector<size_t> parameters;  // indices into parameters_
+    int64_t pending = 0;             // parameters not yet ready in this backward
     std::unique_ptr<comm::Work> work;
   };
 

@@ -1,8 +1,8 @@
 #include "core/trainer.h"
 
 #include <ATen/ATen.h>
-#include <ATen/core/grad_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -310,10 +310,8 @@ TrainResult Trainer::run() {
     const bool last = done == lastStep;
     if (done % config.run.logEvery == 0 || last) {
       std::vector<double> totals = s.sumOverRanks({lossSum, correctSum, seenSum});
-      StepRecord record{.step = done,
-                        .loss = totals[0] / totals[2],
-                        .accuracy = totals[1] / totals[2],
-                        .lr = lr};
+      StepRecord record{
+          .step = done, .loss = totals[0] / totals[2], .accuracy = totals[1] / totals[2], .lr = lr};
       result.steps.push_back(record);
       const double window = windowClock.seconds();
       const double samplesPerSecond =
@@ -337,8 +335,8 @@ TrainResult Trainer::run() {
       windowSteps = 0;
       windowClock.reset();
     }
-    const bool evalNow =
-        (config.train.evalEvery > 0 && done % config.train.evalEvery == 0) || done == config.train.steps;
+    const bool evalNow = (config.train.evalEvery > 0 && done % config.train.evalEvery == 0) ||
+                         done == config.train.steps;
     if (evalNow) {
       EvalRecord eval = evaluate(done);
       result.evals.push_back(eval);

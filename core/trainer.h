@@ -36,9 +36,9 @@
 namespace thinwire::core {
 
 struct StepRecord {
-  int64_t step = 0;       // 1-based optimizer step that just finished
-  double loss = 0;        // mean training loss over the global batch of this step
-  double accuracy = 0;    // fraction of the global batch classified correctly
+  int64_t step = 0;     // 1-based optimizer step that just finished
+  double loss = 0;      // mean training loss over the global batch of this step
+  double accuracy = 0;  // fraction of the global batch classified correctly
   double lr = 0;
 };
 
@@ -53,14 +53,14 @@ struct StepTimes {  // seconds summed over the run, this rank
 };
 
 struct TrainResult {
-  std::vector<StepRecord> steps;   // every logged step
+  std::vector<StepRecord> steps;  // every logged step
   std::vector<EvalRecord> evals;
-  double finalTestAccuracy = -1;   // last evaluation; -1 if none ran
+  double finalTestAccuracy = -1;  // last evaluation; -1 if none ran
   double finalTestLoss = -1;
-  int64_t startStep = 0;           // steps already done when run() began (resume)
-  int64_t lastStep = 0;            // steps done when run() returned
-  bool stoppedEarly = false;       // train.stop_after ended the run
-  std::string resumedFrom;         // checkpoint directory, "" for a fresh start
+  int64_t startStep = 0;      // steps already done when run() began (resume)
+  int64_t lastStep = 0;       // steps done when run() returned
+  bool stoppedEarly = false;  // train.stop_after ended the run
+  std::string resumedFrom;    // checkpoint directory, "" for a fresh start
   StepTimes times;
   GradSyncStats sync;
 };

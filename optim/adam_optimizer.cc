@@ -78,8 +78,8 @@ void AdamOptimizer::loadState(const StateDict& state) {
     const at::Tensor& expAvgSq = requireEntry(state, "exp_avg_sq." + name);
     if (!it->second.sizes().equals(parameters_[i].tensor.sizes()) ||
         !expAvgSq.sizes().equals(parameters_[i].tensor.sizes())) {
-      TW_THROW(DataError, "checkpoint Adam moments of '", name, "' have shape ",
-               it->second.sizes(), ", the parameter has ", parameters_[i].tensor.sizes());
+      TW_THROW(DataError, "checkpoint Adam moments of '", name, "' have shape ", it->second.sizes(),
+               ", the parameter has ", parameters_[i].tensor.sizes());
     }
     expAvg_[i] = it->second.clone();
     expAvgSq_[i] = expAvgSq.clone();

@@ -39,12 +39,12 @@ enum class OptimizerKind { kSgd, kAdam, kAdamW };
 
 struct OptimizerOptions {
   OptimizerKind kind = OptimizerKind::kSgd;
-  double momentum = 0.0;      // SGD: heavy-ball factor in [0, 1)
-  bool nesterov = false;      // SGD: Nesterov momentum (needs momentum > 0)
-  double weightDecay = 0.0;   // SGD/Adam: L2 added to the gradient; AdamW: decoupled decay
-  double beta1 = 0.9;         // Adam/AdamW
-  double beta2 = 0.999;       // Adam/AdamW
-  double eps = 1e-8;          // Adam/AdamW
+  double momentum = 0.0;     // SGD: heavy-ball factor in [0, 1)
+  bool nesterov = false;     // SGD: Nesterov momentum (needs momentum > 0)
+  double weightDecay = 0.0;  // SGD/Adam: L2 added to the gradient; AdamW: decoupled decay
+  double beta1 = 0.9;        // Adam/AdamW
+  double beta2 = 0.999;      // Adam/AdamW
+  double eps = 1e-8;         // Adam/AdamW
 };
 
 class Optimizer {

@@ -60,8 +60,8 @@ int main(int argc, char** argv) {
       flat.narrow(0, offset, p.numel()).copy_(p.grad().reshape({-1}));
       offset += p.numel();
     }
-    MPI_Allreduce(MPI_IN_PLACE, flat.data_ptr<float>(), static_cast<int>(total), MPI_FLOAT,
-                  MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, flat.data_ptr<float>(), static_cast<int>(total), MPI_FLOAT, MPI_SUM,
+                  MPI_COMM_WORLD);
     flat.div_(size);
     offset = 0;
     for (auto& p : parameters) {

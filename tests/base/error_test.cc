@@ -29,9 +29,7 @@ TEST(ErrorTest, MessagesNameTheRankWhenSet) {
   setErrorRank(-1);
 }
 
-TEST(ErrorTest, TimeoutIsACommError) {
-  EXPECT_THROW(TW_THROW(TimeoutError, "slow"), CommError);
-}
+TEST(ErrorTest, TimeoutIsACommError) { EXPECT_THROW(TW_THROW(TimeoutError, "slow"), CommError); }
 
 TEST(ChecksumTest, Crc32MatchesTheStandardCheckValue) {
   // The CRC-32 check value of "123456789" is 0xCBF43926 for every conforming implementation.

@@ -87,10 +87,10 @@ TEST_F(CliTest, BadOverrideIsRejected) {
 }
 
 TEST_F(CliTest, MissingDataDirectoryIsNamed) {
-  writeFile(path("bad.yaml"),
-            "run:\n  output_dir: " + path("runs") +
-                "\n  progress: false\ndata:\n  dataset: fashion_mnist\n  path: " +
-                path("no-such-dir") + "\ncomm:\n  backend: local\nlaunch:\n  ranks: 1\n");
+  writeFile(path("bad.yaml"), "run:\n  output_dir: " + path("runs") +
+                                  "\n  progress: false\ndata:\n  dataset: fashion_mnist\n  path: " +
+                                  path("no-such-dir") +
+                                  "\ncomm:\n  backend: local\nlaunch:\n  ranks: 1\n");
   ProcessResult r = thinwire({"train", path("bad.yaml")});
   EXPECT_EQ(r.exitCode, 1) << r.output;
   EXPECT_TRUE(hasLineWith(r.output, {"no-such-dir"})) << r.output;
@@ -98,7 +98,9 @@ TEST_F(CliTest, MissingDataDirectoryIsNamed) {
 
 // Writes an uncompressed IDX file: `dims` as big-endian 32-bit values after the magic, then
 // `payloadBytes` bytes of pixels/labels (fewer than the dims declare = truncated).
-void writeIdx(const std::string& file, uint32_t magic, const std::vector<uint32_t>& dims,
+void writeIdx(const std::string& file,
+              uint32_t magic,
+              const std::vector<uint32_t>& dims,
               size_t payloadBytes) {
   std::ofstream out(file, std::ios::binary);
   auto be = [&](uint32_t v) {

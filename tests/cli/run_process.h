@@ -24,9 +24,9 @@ namespace thinwire::testing {
 inline std::string thinwireBinary() { return std::string(THINWIRE_BINARY_DIR) + "/bin/thinwire"; }
 
 struct ProcessResult {
-  int exitCode = -1;     // exit status, or 128 + signal
+  int exitCode = -1;  // exit status, or 128 + signal
   bool timedOut = false;
-  std::string output;    // stdout and stderr together
+  std::string output;  // stdout and stderr together
   double seconds = 0;
 };
 

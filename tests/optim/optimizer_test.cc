@@ -1,5 +1,7 @@
 // Optimizers against the plain math, written out independently in double precision, and the
 // learning-rate schedules against their closed forms.
+#include "optim/optimizer.h"
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -7,7 +9,6 @@
 
 #include "base/error.h"
 #include "optim/lr_schedule.h"
-#include "optim/optimizer.h"
 
 namespace thinwire::optim {
 namespace {
@@ -15,9 +16,8 @@ namespace {
 // One parameter of 5 elements with a fixed gradient sequence.
 struct Problem {
   at::Tensor param = at::tensor({0.5, -1.0, 2.0, 0.0, 3.0}, at::kFloat).set_requires_grad(true);
-  std::vector<std::vector<double>> grads = {{0.1, -0.2, 0.3, 0.0, 1.0},
-                                            {-0.3, 0.1, 0.2, 0.5, -1.0},
-                                            {0.2, 0.2, -0.1, -0.5, 0.5}};
+  std::vector<std::vector<double>> grads = {
+      {0.1, -0.2, 0.3, 0.0, 1.0}, {-0.3, 0.1, 0.2, 0.5, -1.0}, {0.2, 0.2, -0.1, -0.5, 0.5}};
   void setGrad(size_t t) {
     param.mutable_grad() = at::tensor(grads[t], at::kDouble).to(at::kFloat);
   }
@@ -36,9 +36,9 @@ void expectNear(const std::vector<double>& actual, const std::vector<double>& ex
 TEST(SgdOptimizerTest, NesterovMomentumWithWeightDecayMatchesTheFormula) {
   Problem problem;
   const double lr = 0.1, mu = 0.9, wd = 0.01;
-  auto opt = makeOptimizer({{"w", problem.param}},
-                           {.kind = OptimizerKind::kSgd, .momentum = mu, .nesterov = true,
-                            .weightDecay = wd});
+  auto opt = makeOptimizer(
+      {{"w", problem.param}},
+      {.kind = OptimizerKind::kSgd, .momentum = mu, .nesterov = true, .weightDecay = wd});
   std::vector<double> p = values(problem.param), buf(p.size(), 0.0);
   for (size_t t = 0; t < problem.grads.size(); ++t) {
     problem.setGrad(t);
@@ -55,9 +55,9 @@ TEST(SgdOptimizerTest, NesterovMomentumWithWeightDecayMatchesTheFormula) {
 TEST(AdamOptimizerTest, AdamWMatchesTheFormula) {
   Problem problem;
   const double lr = 0.01, b1 = 0.9, b2 = 0.99, eps = 1e-6, wd = 0.1;
-  auto opt = makeOptimizer({{"w", problem.param}}, {.kind = OptimizerKind::kAdamW,
-                                                    .weightDecay = wd, .beta1 = b1, .beta2 = b2,
-                                                    .eps = eps});
+  auto opt = makeOptimizer(
+      {{"w", problem.param}},
+      {.kind = OptimizerKind::kAdamW, .weightDecay = wd, .beta1 = b1, .beta2 = b2, .eps = eps});
   std::vector<double> p = values(problem.param), m(p.size(), 0.0), v(p.size(), 0.0);
   for (size_t t = 0; t < problem.grads.size(); ++t) {
     problem.setGrad(t);
@@ -105,8 +105,11 @@ TEST(OptimizerTest, RejectsNesterovWithoutMomentum) {
 }
 
 TEST(LrScheduleTest, WarmupThenCosineReachesTheFloor) {
-  LrSchedule schedule({.kind = ScheduleKind::kCosine, .baseLr = 0.2, .warmupSteps = 10,
-                       .totalSteps = 110, .minLrRatio = 0.1});
+  LrSchedule schedule({.kind = ScheduleKind::kCosine,
+                       .baseLr = 0.2,
+                       .warmupSteps = 10,
+                       .totalSteps = 110,
+                       .minLrRatio = 0.1});
   EXPECT_DOUBLE_EQ(schedule.lrAt(0), 0.02);
   EXPECT_DOUBLE_EQ(schedule.lrAt(9), 0.2);
   EXPECT_DOUBLE_EQ(schedule.lrAt(10), 0.2);
@@ -116,8 +119,12 @@ TEST(LrScheduleTest, WarmupThenCosineReachesTheFloor) {
 }
 
 TEST(LrScheduleTest, StepDecayMultipliesByGammaEveryStepSize) {
-  LrSchedule schedule({.kind = ScheduleKind::kStep, .baseLr = 1.0, .warmupSteps = 0,
-                       .totalSteps = 100, .stepSize = 30, .gamma = 0.5});
+  LrSchedule schedule({.kind = ScheduleKind::kStep,
+                       .baseLr = 1.0,
+                       .warmupSteps = 0,
+                       .totalSteps = 100,
+                       .stepSize = 30,
+                       .gamma = 0.5});
   EXPECT_DOUBLE_EQ(schedule.lrAt(29), 1.0);
   EXPECT_DOUBLE_EQ(schedule.lrAt(30), 0.5);
   EXPECT_DOUBLE_EQ(schedule.lrAt(95), 0.125);
