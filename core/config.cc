@@ -21,6 +21,7 @@
 #include <variant>
 
 #include "base/error.h"
+#include "base/text.h"
 
 namespace thinwire::core {
 namespace {
@@ -413,36 +414,7 @@ bool isPlainSafe(const std::string& text) {
 }
 
 std::string yamlString(const std::string& text) {
-  if (isPlainSafe(text)) return text;
-  std::string out = "\"";
-  for (const char ch : text) {
-    switch (ch) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      default:
-        if (static_cast<unsigned char>(ch) < 0x20) {
-          char escaped[8];
-          std::snprintf(escaped, sizeof(escaped), "\\x%02x", static_cast<unsigned char>(ch));
-          out += escaped;
-        } else {
-          out += ch;
-        }
-    }
-  }
-  return out + "\"";
+  return isPlainSafe(text) ? text : jsonQuote(text);
 }
 
 // The value of a field as a YAML flow value, e.g. `0.1`, `[2048, 2048]`, `""`.

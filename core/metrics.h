@@ -22,6 +22,8 @@
 #include <iostream>
 #include <string>
 
+#include "base/text.h"
+
 namespace thinwire::core {
 
 // A flat JSON object built field by field (numbers, strings, booleans).
@@ -41,9 +43,6 @@ class JsonRecord {
   void key(const std::string& key);
   std::string body_;
 };
-
-// Escapes a string for a JSON string literal (quotes included).
-std::string jsonQuote(const std::string& text);
 
 struct MetricsWriterOptions {
   std::string path;     // "" disables writing
