@@ -14,7 +14,7 @@ bin=build/release/bin
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-sets=(--set train.steps=$steps --set train.eval_every=0 --set train.checkpoint_every=0
+sets=(--set train.steps=$steps --set train.eval_every=0 --set train.checkpoint_every=0 --set optim.schedule.warmup_steps=0
       --set run.log_every=$steps --set run.progress=false --set train.resume=never
       --set run.output_dir=$out/runs --set run.name=overhead)
 mpi=(mpirun -n "$ranks" --oversubscribe --bind-to none)

@@ -323,8 +323,12 @@ std::vector<KeySpec> buildSchema() {
       "comm.gradient_sync", [](Config& c) -> FieldRef { return &c.comm.gradientSync; },
       "`false` skips gradient averaging (compute-only benchmark; ranks diverge)."));
   s.push_back(KeySpec(
-      "comm.overlap", [](Config& c) -> FieldRef { return &c.comm.overlap; },
-      "Start reducing a bucket as soon as its gradients are ready during backward."));
+                  "comm.overlap", [](Config& c) -> FieldRef { return &c.comm.overlap; },
+                  "Start reducing a bucket as soon as its gradients are ready during backward. "
+                  "`auto` turns it on when every rank on the host has a core for its compute "
+                  "threads and one for communication, and off when ranks share cores (then the "
+                  "communication thread only takes time from backward).")
+                  .oneOf({"auto", "on", "off"}));
   // launch
   s.push_back(KeySpec(
                   "launch.ranks", [](Config& c) -> FieldRef { return &c.launch.ranks; },

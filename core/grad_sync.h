@@ -63,6 +63,7 @@ class GradSync {
   void finish();
 
   int64_t numBuckets() const { return static_cast<int64_t>(buckets_.size()); }
+  bool overlapping() const { return options_.overlap; }
   const GradSyncStats& stats() const { return stats_; }
 
  private:

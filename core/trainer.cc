@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
+#include <thread>
 
 #include "base/error.h"
 #include "base/timer.h"
@@ -49,6 +50,21 @@ optim::LrScheduleOptions scheduleOptions(const Config& config) {
           .gamma = s.gamma};
 }
 
+}  // namespace
+
+bool overlapEnabled(const std::string& mode,
+                    int ranksOnThisHost,
+                    int64_t threadsPerRank,
+                    int cores) {
+  if (mode == "on") return true;
+  if (mode == "off") return false;
+  TW_CHECK(mode == "auto", "comm.overlap must be one of auto|on|off, got '", mode, "'");
+  const int available = cores > 0 ? cores : static_cast<int>(std::thread::hardware_concurrency());
+  return static_cast<int64_t>(ranksOnThisHost) * (threadsPerRank + 1) <= available;
+}
+
+namespace {
+
 std::chrono::milliseconds timeoutOf(const CommConfig& config) {
   return std::chrono::milliseconds(static_cast<int64_t>(config.timeoutS * 1000.0));
 }
@@ -56,7 +72,7 @@ std::chrono::milliseconds timeoutOf(const CommConfig& config) {
 }  // namespace
 
 struct Trainer::State {
-  State(const Config& c, comm::Communicator& comm, Logger& log)
+  State(const Config& c, comm::Communicator& comm, Logger& log, TrainerOptions options)
       : config(c),
         comm(comm),
         log(log),
@@ -77,7 +93,8 @@ struct Trainer::State {
     sync = std::make_unique<GradSync>(
         parameters, comm,
         GradSyncOptions{.bucketBytes = static_cast<int64_t>(c.comm.bucketMb * 1024 * 1024),
-                        .overlap = c.comm.overlap,
+                        .overlap = overlapEnabled(c.comm.overlap, options.ranksOnThisHost,
+                                                  c.train.threads, options.cores),
                         .enabled = c.comm.gradientSync,
                         .timeout = timeout});
   }
@@ -193,8 +210,11 @@ struct Trainer::State {
   std::unique_ptr<GradSync> sync;
 };
 
-Trainer::Trainer(const Config& config, comm::Communicator& comm, Logger& log)
-    : state_(std::make_unique<State>(config, comm, log)) {}
+Trainer::Trainer(const Config& config,
+                 comm::Communicator& comm,
+                 Logger& log,
+                 TrainerOptions options)
+    : state_(std::make_unique<State>(config, comm, log, options)) {}
 
 Trainer::~Trainer() = default;
 
@@ -247,7 +267,9 @@ TrainResult Trainer::run() {
     s.log.info("train: ", s.train->describe(), "; model ", config.model.type, " with ",
                parameterCount, " parameters in ", s.sync->numBuckets(), " gradient buckets; ",
                s.comm.worldSize(), " ranks (", s.comm.backendName(), "), global batch ",
-               config.train.batchPerRank * config.train.gradAccumulation * s.comm.worldSize());
+               config.train.batchPerRank * config.train.gradAccumulation * s.comm.worldSize(),
+               "; overlap ", s.sync->overlapping() ? "on" : "off",
+               " (comm.overlap: ", config.comm.overlap, ")");
   }
 
   const int64_t accumulation = config.train.gradAccumulation;

@@ -121,10 +121,13 @@ std::string blasInUse() {
   return out.empty() ? "none mapped" : out;
 }
 
-int runRank(const core::Config& config, comm::Communicator& comm, Logger& log) {
+int runRank(const core::Config& config,
+            comm::Communicator& comm,
+            Logger& log,
+            const core::TrainerOptions& options) {
   setErrorRank(comm.rank());
   try {
-    core::Trainer trainer(config, comm, log);
+    core::Trainer trainer(config, comm, log, options);
     core::TrainResult result = trainer.run();
     if (comm.rank() == 0) {
       const auto& t = result.times;
@@ -165,7 +168,8 @@ int commandTrain(const std::vector<std::string>& args) {
     std::vector<int> codes(ranks, 0);
     std::vector<std::thread> threads;
     for (int r = 0; r < ranks; ++r) {
-      threads.emplace_back([&, r] { codes[r] = runRank(config, *world[r], *logs[r]); });
+      threads.emplace_back(
+          [&, r] { codes[r] = runRank(config, *world[r], *logs[r], {.ranksOnThisHost = ranks}); });
     }
     for (auto& t : threads) t.join();
     for (int code : codes) {
@@ -178,7 +182,8 @@ int commandTrain(const std::vector<std::string>& args) {
   comm::MpiCommunicator comm(environment);
   Logger log({.rank = comm.rank(), .level = level});
   if (comm.rank() == 0) log.info("BLAS: ", blasInUse());
-  return runRank(config, comm, log);
+  return runRank(config, comm, log,
+                 {.ranksOnThisHost = std::max(1, comm::WorldInfo::fromEnvironment().localSize)});
 }
 
 int commandLaunch(const std::vector<std::string>& args) {
@@ -209,6 +214,10 @@ int commandLaunch(const std::vector<std::string>& args) {
 int commandBench(const std::vector<std::string>& args) {
   if (args.empty() || args[0] != "comm") {
     throw UsageError("bench needs a benchmark name: comm");
+  }
+  if (args.size() > 1 && (args[1] == "--help" || args[1] == "-h")) {
+    std::cout << bench::kCommBenchUsage;
+    return 0;
   }
   bench::CommBenchOptions options =
       bench::parseCommBenchArgs(std::vector<std::string>(args.begin() + 1, args.end()));

@@ -493,7 +493,7 @@ TEST(ConfigTest, ToYamlRoundTripsEveryField) {
   c.comm.bucketMb = 0.25;
   c.comm.timeoutS = 12.5;
   c.comm.gradientSync = false;
-  c.comm.overlap = false;
+  c.comm.overlap = "off";
   c.launch.ranks = 16;
   c.launch.hostfile = "/etc/hosts file";
   c.launch.mpirun = "/opt/ompi/bin/mpirun";
