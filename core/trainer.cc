@@ -18,6 +18,7 @@
 #include "core/data/distributed_sampler.h"
 #include "core/metrics.h"
 #include "core/models/model.h"
+#include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
 
@@ -307,20 +308,8 @@ TrainResult Trainer::run() {
     s.sync->finish();
     result.times.syncWait += phase.seconds();
     phase.reset();
-    if (config.train.clipGradNorm > 0) {
-      at::NoGradGuard noGrad;
-      double squared = 0;
-      for (auto& p : s.parameters) {
-        if (p.tensor.grad().defined()) squared += p.tensor.grad().pow(2).sum().item<double>();
-      }
-      const double norm = std::sqrt(squared);
-      if (norm > config.train.clipGradNorm) {
-        const double factor = config.train.clipGradNorm / (norm + 1e-6);
-        for (auto& p : s.parameters) {
-          if (p.tensor.grad().defined()) p.tensor.mutable_grad().mul_(factor);
-        }
-      }
-    }
+    if (config.train.clipGradNorm > 0)
+      optim::clipGradientNorm(s.parameters, config.train.clipGradNorm);
     const double lr = s.schedule.lrAt(step);
     s.optimizer->step(lr);
     for (auto& p : s.parameters) p.tensor.mutable_grad() = at::Tensor();

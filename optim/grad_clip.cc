@@ -1,0 +1,30 @@
+#include "optim/grad_clip.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <cmath>
+
+#include "base/error.h"
+
+namespace thinwire::optim {
+
+double clipGradientNorm(std::vector<NamedParameter>& parameters, double maxNorm) {
+  TW_CHECK(maxNorm > 0, "gradient clipping norm must be > 0, got ", maxNorm);
+  at::NoGradGuard noGrad;
+  double squared = 0;
+  for (auto& p : parameters) {
+    const at::Tensor& grad = p.tensor.grad();
+    if (grad.defined()) squared += grad.to(at::kDouble).pow(2).sum().item<double>();
+  }
+  const double norm = std::sqrt(squared);
+  if (norm > maxNorm) {
+    const double factor = maxNorm / (norm + 1e-6);
+    for (auto& p : parameters) {
+      if (p.tensor.grad().defined()) p.tensor.mutable_grad().mul_(factor);
+    }
+  }
+  return norm;
+}
+
+}  // namespace thinwire::optim
