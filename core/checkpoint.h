@@ -5,7 +5,7 @@
 //   <root>/step-00000050/rank-0003.twc   state private to one rank (RNG, error feedback, ...)
 // Each .twc file is one StateDict with a header (magic, format version, payload size, CRC-32),
 // written to a temporary name, fsync'ed and renamed. The directory itself is written as
-// step-XXXXXXXX.tmp and renamed by rank 0 once every rank has written its file, so a crash at
+// step-NNNNNNNN.tmp and renamed by rank 0 once every rank has written its file, so a crash at
 // any point leaves either the old checkpoint set or the new one, never a partial one.
 //
 // File format (.twc, version 1). All integers little-endian.
@@ -66,7 +66,7 @@ std::string pendingCheckpointDir(const std::string& root, int64_t step);
 // or a filesystem operation fails.
 std::string commitCheckpoint(const std::string& root, int64_t step, int64_t keep);
 
-// The committed checkpoint directory ("<root>/step-XXXXXXXX") with the highest step under
+// The committed checkpoint directory ("<root>/step-NNNNNNNN") with the highest step under
 // `root`, if any; pending *.tmp directories and other names are ignored, as is a missing root.
 std::optional<std::string> latestCheckpoint(const std::string& root);
 
