@@ -101,10 +101,11 @@ class Communicator {
   // `input` (numel = sum(counts), identical counts on every rank) is reduced elementwise across
   // ranks; rank r receives the reduced block r (counts[r] elements, offset sum(counts[0..r))) in
   // `output`. Blocks may be unequal and empty, so sizes not divisible by worldSize() work.
-  [[nodiscard]] virtual std::unique_ptr<Work> reduceScatter(const at::Tensor& input,
-                                                            at::Tensor& output,
-                                                            const std::vector<int64_t>& counts,
-                                                            const ReduceScatterOptions& options) = 0;
+  [[nodiscard]] virtual std::unique_ptr<Work> reduceScatter(
+      const at::Tensor& input,
+      at::Tensor& output,
+      const std::vector<int64_t>& counts,
+      const ReduceScatterOptions& options) = 0;
 
   // In place: every rank's `inout` becomes the root's.
   [[nodiscard]] virtual std::unique_ptr<Work> broadcast(at::Tensor& inout,

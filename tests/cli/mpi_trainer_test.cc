@@ -39,20 +39,19 @@ TEST(MpiTrainerTest, MpiRanksMatchThreadRanksAndOneLargeBatchRank) {
                         "optim:\n  lr: 0.05\n  momentum: 0.9\n"
                         "comm:\n  bucket_mb: 0.004\n");
   const std::string log = (dir / "log.txt").string();
-  ProcessResult mpi = runCommand({THINWIRE_MPIEXEC, "-n", "4", "--oversubscribe",
-                                  "--allow-run-as-root", "--bind-to", "none", thinwireBinary(),
-                                  "train", config, "--set", "run.name=mpi"},
-                                 log, 240);
+  ProcessResult mpi =
+      runCommand({THINWIRE_MPIEXEC, "-n", "4", "--oversubscribe", "--allow-run-as-root",
+                  "--bind-to", "none", thinwireBinary(), "train", config, "--set", "run.name=mpi"},
+                 log, 240);
   ASSERT_EQ(mpi.exitCode, 0) << mpi.output;
   ProcessResult local = runCommand({thinwireBinary(), "train", config, "--set", "run.name=local",
                                     "--set", "comm.backend=local", "--set", "launch.ranks=4"},
                                    log, 240);
   ASSERT_EQ(local.exitCode, 0) << local.output;
-  ProcessResult single =
-      runCommand({thinwireBinary(), "train", config, "--set", "run.name=single", "--set",
-                  "comm.backend=local", "--set", "launch.ranks=1", "--set",
-                  "train.batch_per_rank=64"},
-                 log, 240);
+  ProcessResult single = runCommand(
+      {thinwireBinary(), "train", config, "--set", "run.name=single", "--set", "comm.backend=local",
+       "--set", "launch.ranks=1", "--set", "train.batch_per_rank=64"},
+      log, 240);
   ASSERT_EQ(single.exitCode, 0) << single.output;
 
   const auto a = trainLosses((dir / "runs" / "mpi" / "metrics.jsonl").string());

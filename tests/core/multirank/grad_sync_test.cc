@@ -71,9 +71,8 @@ void runCase(int ranks, int64_t bucketBytes, bool overlap, int micros, bool skip
   for (int r = 0; r < ranks; ++r) {
     for (size_t k = 0; k < 3; ++k) {
       const at::Tensor& w = problems[r].weights[k];
-      at::Tensor expected = (skipLast && k == 2)
-                                ? at::zeros({w.numel()})
-                                : expectedGradient(k, w.numel(), ranks, micros);
+      at::Tensor expected = (skipLast && k == 2) ? at::zeros({w.numel()})
+                                                 : expectedGradient(k, w.numel(), ranks, micros);
       ASSERT_TRUE(w.grad().defined()) << "rank " << r << " parameter " << k;
       EXPECT_TRUE(at::allclose(w.grad(), expected, 1e-6, 1e-6))
           << "rank " << r << " parameter " << k << "\n"
