@@ -6,21 +6,13 @@
 #include <fstream>
 
 #include "tests/cli/run_process.h"
+#include "tests/testing/temp_dir.h"
 
 namespace thinwire::testing {
 namespace {
 
 class CliTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("thinwire_cli_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
 
   // A tiny single-process job (threads as ranks) so no mpirun is needed.
@@ -54,7 +46,8 @@ class CliTest : public ::testing::Test {
     return false;
   }
 
-  std::filesystem::path dir_;
+  TempDir tmp_{"thinwire-cli"};
+  const std::filesystem::path dir_ = tmp_.path();
 };
 
 TEST_F(CliTest, MalformedYamlNamesFileAndLine) {

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "tests/cli/run_process.h"
+#include "tests/testing/temp_dir.h"
 
 namespace thinwire::testing {
 namespace {
@@ -46,10 +47,8 @@ size_t countLines(const std::string& file) {
 }
 
 TEST(FaultTest, KilledRankMakesTheWholeJobFailFast) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("thinwire_fault_test_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
+  TempDir tmp("thinwire-fault");
+  const std::filesystem::path dir = tmp.path();
   const std::string config = (dir / "fault.yaml").string();
   writeFile(config, "run:\n  name: fault\n  output_dir: " + (dir / "runs").string() +
                         "\n  log_every: 1\n  progress: false\n"
@@ -84,7 +83,6 @@ TEST(FaultTest, KilledRankMakesTheWholeJobFailFast) {
   // Every rank is gone.
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   EXPECT_TRUE(rankProcesses(config).empty());
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "tests/cli/run_process.h"
+#include "tests/testing/temp_dir.h"
 
 namespace thinwire::testing {
 namespace {
@@ -25,10 +26,8 @@ std::vector<double> trainLosses(const std::string& file) {
 }
 
 TEST(MpiTrainerTest, MpiRanksMatchThreadRanksAndOneLargeBatchRank) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("thinwire_mpi_trainer_test_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
+  TempDir tmp("thinwire-mpi-trainer");
+  const std::filesystem::path dir = tmp.path();
   const std::string config = (dir / "job.yaml").string();
   writeFile(config, "run:\n  output_dir: " + (dir / "runs").string() +
                         "\n  log_every: 1\n  progress: false\n  seed: 3\n"
@@ -65,7 +64,6 @@ TEST(MpiTrainerTest, MpiRanksMatchThreadRanksAndOneLargeBatchRank) {
     EXPECT_NEAR(a[i], c[i], 1e-4 * std::max(1.0, c[i])) << "step " << i + 1;
   }
   EXPECT_LT(a.back(), 0.8 * a.front());
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

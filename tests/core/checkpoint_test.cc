@@ -11,6 +11,7 @@
 #include <string>
 
 #include "base/error.h"
+#include "tests/testing/temp_dir.h"
 
 namespace thinwire::core {
 namespace {
@@ -19,17 +20,8 @@ namespace fs = std::filesystem;
 
 class CheckpointTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "thinwire-ckpt-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    root_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ignored;
-    fs::remove_all(root_, ignored);
-  }
-
-  std::string root_;
+  ::thinwire::testing::TempDir dir_{"thinwire-ckpt"};
+  const std::string root_ = dir_.path();
 };
 
 std::string readFile(const std::string& path) {

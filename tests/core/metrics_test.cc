@@ -8,6 +8,8 @@
 #include <limits>
 #include <sstream>
 
+#include "tests/testing/temp_dir.h"
+
 namespace thinwire::core {
 namespace {
 
@@ -30,9 +32,8 @@ TEST(JsonRecordTest, NonFiniteNumbersBecomeNull) {
 }
 
 TEST(MetricsWriterTest, AppendsOneLinePerRecordAndKeepsEarlierOnesWhenResuming) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("thinwire_metrics_test_" + std::to_string(::getpid()));
-  const std::string path = (dir / "run" / "metrics.jsonl").string();
+  ::thinwire::testing::TempDir dir("thinwire-metrics");
+  const std::string path = dir.file("run/metrics.jsonl");
   {
     MetricsWriter writer({.path = path});
     writer.write(JsonRecord().add("step", int64_t{1}));
@@ -48,7 +49,6 @@ TEST(MetricsWriterTest, AppendsOneLinePerRecordAndKeepsEarlierOnesWhenResuming) 
   EXPECT_EQ(first, R"({"step":1})");
   EXPECT_EQ(second, R"({"step":2})");
   EXPECT_FALSE(std::getline(in, extra));
-  std::filesystem::remove_all(dir);
 }
 
 TEST(ProgressLineTest, PrintsStepTextAndEtaOneLinePerUpdate) {

@@ -10,27 +10,14 @@
 #include "base/error.h"
 #include "base/timer.h"
 #include "comm/make_communicator.h"
+#include "tests/testing/local_ranks.h"
 
 namespace thinwire::comm {
 namespace {
 
 using namespace std::chrono_literals;
 
-void runOnEveryRank(std::vector<std::unique_ptr<Communicator>>& world,
-                    const std::function<void(Communicator&)>& body) {
-  std::vector<std::thread> threads;
-  for (size_t rank = 0; rank < world.size(); ++rank) {
-    threads.emplace_back([&world, &body, rank] {
-      try {
-        body(*world[rank]);
-      } catch (const std::exception& e) {
-        ADD_FAILURE() << "rank " << rank << " threw: " << e.what();
-        world[rank]->abort(e.what());
-      }
-    });
-  }
-  for (std::thread& thread : threads) thread.join();
-}
+using ::thinwire::testing::runOnEveryRank;
 
 at::Tensor randomInput(int rank, int64_t numel, at::ScalarType dtype) {
   at::Generator generator = at::detail::createCPUGenerator(1234 + rank);

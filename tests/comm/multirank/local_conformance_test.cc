@@ -6,6 +6,7 @@
 
 #include "comm/local/local_communicator.h"
 #include "tests/comm/conformance_cases.h"
+#include "tests/testing/local_ranks.h"
 
 namespace thinwire::comm {
 namespace {
@@ -18,19 +19,7 @@ using testing::conformanceCases;
 void runOnEveryRank(int worldSize, const std::function<void(Communicator&)>& body) {
   std::vector<std::unique_ptr<Communicator>> world =
       makeLocalWorld(worldSize, LocalWorldOptions{.timeout = std::chrono::seconds(60)});
-  std::vector<std::thread> threads;
-  for (int rank = 0; rank < worldSize; ++rank) {
-    threads.emplace_back([&world, &body, rank] {
-      setErrorRank(rank);
-      try {
-        body(*world[rank]);
-      } catch (const std::exception& e) {
-        ADD_FAILURE() << "rank " << rank << " threw: " << e.what();
-        world[rank]->abort(e.what());
-      }
-    });
-  }
-  for (std::thread& thread : threads) thread.join();
+  ::thinwire::testing::runOnEveryRank(world, body);
 }
 
 class LocalConformanceTest : public ::testing::TestWithParam<std::tuple<ConformanceCase, int>> {};

@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "core/data/dataset.h"
+#include "tests/testing/temp_dir.h"
 
 namespace thinwire::core {
 namespace {
@@ -22,21 +23,7 @@ namespace fs = std::filesystem;
 
 constexpr const char* kSystemDirectory = "/usr/share/datasets/fashion-mnist";
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "thinwire-idx-XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::thinwire::testing::TempDir;
 
 void putBigEndian(std::string& out, uint32_t value) {
   for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(value >> shift));

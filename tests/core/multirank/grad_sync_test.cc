@@ -5,10 +5,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include <thread>
-
 #include "comm/local/local_communicator.h"
 #include "core/trainer.h"
+#include "tests/testing/local_ranks.h"
 
 namespace thinwire::core {
 namespace {
@@ -46,28 +45,15 @@ at::Tensor expectedGradient(size_t k, int64_t numel, int ranks, int micros) {
 void runCase(int ranks, int64_t bucketBytes, bool overlap, int micros, bool skipLast) {
   auto world = comm::makeLocalWorld(ranks);
   std::vector<RankProblem> problems(ranks);
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(ranks);
-  for (int r = 0; r < ranks; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        GradSync sync(problems[r].named(), *world[r],
-                      {.bucketBytes = bucketBytes, .overlap = overlap});
-        for (int m = 1; m <= micros; ++m) {
-          sync.prepare(/*synchronize=*/m == micros);
-          problems[r].backward(r, m, skipLast);
-        }
-        sync.finish();
-      } catch (...) {
-        errors[r] = std::current_exception();
-        world[r]->abort("test rank failed");
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  ::thinwire::testing::runOnEveryRank(world, [&](comm::Communicator& comm) {
+    const int r = comm.rank();
+    GradSync sync(problems[r].named(), comm, {.bucketBytes = bucketBytes, .overlap = overlap});
+    for (int m = 1; m <= micros; ++m) {
+      sync.prepare(/*synchronize=*/m == micros);
+      problems[r].backward(r, m, skipLast);
+    }
+    sync.finish();
+  });
   for (int r = 0; r < ranks; ++r) {
     for (size_t k = 0; k < 3; ++k) {
       const at::Tensor& w = problems[r].weights[k];
@@ -86,8 +72,8 @@ TEST(GradSyncTest, AveragesGradientsAcrossRanksForEveryBucketLayout) {
   for (int ranks : {2, 3}) {
     for (int64_t bucketBytes : {4, 24, 1 << 20}) {  // one bucket per parameter .. one for all
       for (bool overlap : {true, false}) {
-        SCOPED_TRACE(testing::Message() << ranks << " ranks, buckets of " << bucketBytes
-                                        << " bytes, overlap " << overlap);
+        SCOPED_TRACE(::testing::Message() << ranks << " ranks, buckets of " << bucketBytes
+                                          << " bytes, overlap " << overlap);
         runCase(ranks, bucketBytes, overlap, /*micros=*/1, /*skipLast=*/false);
       }
     }

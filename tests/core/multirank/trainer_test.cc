@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "comm/local/local_communicator.h"
 #include "core/checkpoint.h"
+#include "tests/testing/temp_dir.h"
 
 namespace thinwire::core {
 namespace {
@@ -84,14 +85,8 @@ TrainResult runRanks(const Config& config, int ranks) {
 
 class TrainerTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("thinwire_trainer_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::filesystem::path dir_;
+  ::thinwire::testing::TempDir tmp_{"thinwire-trainer"};
+  const std::filesystem::path dir_ = tmp_.path();
 };
 
 TEST_F(TrainerTest, FourRanksOfSixteenFollowOneRankOfSixtyFour) {
