@@ -152,6 +152,20 @@ TEST_F(CliTest, TrainsAndReportsTheFinalAccuracy) {
   EXPECT_TRUE(std::filesystem::exists(path("runs") + "/cli/metrics.jsonl"));
 }
 
+TEST_F(CliTest, LaunchDryRunPrintsTheMpirunCommandWithoutRunningIt) {
+  writeFile(path("ok.yaml"), smallConfig());
+  ProcessResult r =
+      thinwire({"launch", path("ok.yaml"), "-n", "3", "--dry-run", "--set", "optim.lr=0.2"});
+  EXPECT_EQ(r.exitCode, 0) << r.output;
+  const std::string root = ::geteuid() == 0 ? " --allow-run-as-root" : "";
+  const std::string binary = std::filesystem::canonical(thinwireBinary()).string();
+  const std::string expected = "mpirun -n 3 --oversubscribe --bind-to none" + root +
+                               " -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1 " + binary +
+                               " train " + path("ok.yaml") + " --set optim.lr=0.2\n";
+  EXPECT_EQ(r.output, expected);
+  EXPECT_FALSE(std::filesystem::exists(path("runs")));  // nothing ran
+}
+
 TEST_F(CliTest, UnknownCommandAndMissingConfigAreUsageErrors) {
   EXPECT_EQ(thinwire({"trian"}).exitCode, 2);
   ProcessResult r = thinwire({"train", path("absent.yaml")});

@@ -18,9 +18,12 @@ namespace thinwire::testing {
 
 class TempDir {
  public:
-  // Creates "<tmp>/<prefix>-XXXXXX" (mkdtemp); throws std::runtime_error if that fails.
+  // Creates "<tmp>/<prefix>-" plus six random characters (mkdtemp); throws std::runtime_error if
+  // that fails.
   explicit TempDir(const std::string& prefix = "thinwire-test") {
-    std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+    // mkdtemp replaces the template's trailing six 'X' characters.
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / (prefix + "-" + std::string(6, 'X'))).string();
     if (::mkdtemp(pattern.data()) == nullptr) {
       throw std::runtime_error("cannot create a temporary directory from " + pattern);
     }
