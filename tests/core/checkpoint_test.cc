@@ -11,6 +11,7 @@
 #include <string>
 
 #include "base/error.h"
+#include "tests/testing/error_message.h"
 #include "tests/testing/temp_dir.h"
 
 namespace thinwire::core {
@@ -45,13 +46,7 @@ void expectBitExact(const at::Tensor& expected, const at::Tensor& actual, const 
 }
 
 std::string dataErrorOf(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const DataError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected DataError";
-  return "";
+  return ::thinwire::testing::errorMessageOf<DataError>(action);
 }
 
 StateDict everyDtype() {

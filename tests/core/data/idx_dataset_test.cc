@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "core/data/dataset.h"
+#include "tests/testing/error_message.h"
 #include "tests/testing/temp_dir.h"
 
 namespace thinwire::core {
@@ -78,13 +79,7 @@ IdxDatasetOptions optionsFor(const std::string& directory, Split split = Split::
 }
 
 std::string messageOf(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const DataError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected DataError";
-  return "";
+  return ::thinwire::testing::errorMessageOf<DataError>(action);
 }
 
 // Writes a valid 3-image train set into `dir`, gzip-compressed or plain.
