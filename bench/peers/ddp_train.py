@@ -69,7 +69,8 @@ def mix_bits(value):
 
 def mix_seed(seed, purpose):
     """Seed of the stream identified by (seed, purpose), as thinwire::core::mixSeed."""
-    return mix_bits(mix_bits(seed & MASK64) ^ ((purpose * 0xD6E8FEB86659FD93 + 0x632BE59BD9B4E019) & MASK64))
+    tag = (purpose * 0xD6E8FEB86659FD93 + 0x632BE59BD9B4E019) & MASK64
+    return mix_bits(mix_bits(seed & MASK64) ^ tag)
 
 
 def hash_name(text):
@@ -200,8 +201,9 @@ class DistributedSampler:
     def __init__(self, dataset_size, batch_per_rank, rank, world_size, seed):
         global_batch = batch_per_rank * world_size
         if dataset_size < global_batch:
-            raise ValueError(f"dataset of {dataset_size} samples is smaller than one global batch of "
-                             f"{global_batch} ({batch_per_rank} per rank x {world_size} ranks)")
+            raise ValueError(f"dataset of {dataset_size} samples is smaller than one global "
+                             f"batch of {global_batch} ({batch_per_rank} per rank x "
+                             f"{world_size} ranks)")
         self.steps_per_epoch = dataset_size // global_batch
         self._size = dataset_size
         self._batch = batch_per_rank
@@ -261,7 +263,8 @@ def read_idx(directory, name, magic, rank):
                       "dataset-fashion-mnist or pass --data)") from None
     header = 4 * (1 + rank)
     if len(content) < header:
-        raise ValueError(f"fashion-mnist: '{path}' is truncated: expected a {header}-byte IDX header")
+        raise ValueError(f"fashion-mnist: '{path}' is truncated: expected a {header}-byte IDX "
+                         "header")
     found = struct.unpack(">I", content[:4])[0]
     if found != magic:
         raise ValueError(f"fashion-mnist: '{path}' has magic 0x{found:x}, expected 0x{magic:x}")
@@ -522,7 +525,8 @@ def train(args, rank, world_size, process_start):
 
         done = step + 1
         if done % args.log_every == 0 or done == args.steps:
-            total_loss, total_correct, total_seen = sum_over_ranks([loss_sum, correct_sum, seen_sum])
+            totals = sum_over_ranks([loss_sum, correct_sum, seen_sum])
+            total_loss, total_correct, total_seen = totals
             now = time.perf_counter()
             samples_per_s = window_steps * samples_per_step / max(now - window_start, 1e-9)
             record = {"kind": "train", "step": done, "loss": json_number(total_loss / total_seen),
@@ -532,14 +536,17 @@ def train(args, rank, world_size, process_start):
             metrics.write(record)
             if leader:
                 log(f"step {done}/{args.steps} | loss {total_loss / total_seen:.4f} | acc "
-                    f"{total_correct / total_seen:.3f} | lr {lr:.3g} | {samples_per_s:.0f} samples/s")
+                    f"{total_correct / total_seen:.3f} | lr {lr:.3g} | "
+                    f"{samples_per_s:.0f} samples/s")
             loss_sum = correct_sum = seen_sum = 0.0
             window_steps = 0
             window_start = time.perf_counter()
         if (args.eval_every > 0 and done % args.eval_every == 0) or done == args.steps:
-            final_loss, final_accuracy = evaluate(model, test_set, rank, world_size, args.eval_batch)
+            final_loss, final_accuracy = evaluate(model, test_set, rank, world_size,
+                                                  args.eval_batch)
             metrics.write({"kind": "eval", "step": done, "loss": json_number(final_loss),
-                           "accuracy": final_accuracy, "elapsed_s": time.perf_counter() - run_start})
+                           "accuracy": final_accuracy,
+                           "elapsed_s": time.perf_counter() - run_start})
             if leader:
                 log(f"eval at step {done}: test loss {final_loss:.4f}, test accuracy "
                     f"{final_accuracy:.4f}")
@@ -568,7 +575,8 @@ def train(args, rank, world_size, process_start):
     metrics.write(summary)
     metrics.close()
     if leader:
-        print(f"{PROGRAM}: {args.workload} {method}: seconds_per_step={summary['seconds_per_step']:.4f} "
+        print(f"{PROGRAM}: {args.workload} {method}: "
+              f"seconds_per_step={summary['seconds_per_step']:.4f} "
               f"final_test_accuracy={final_accuracy:.4f} final_test_loss={final_loss:.4f} "
               f"bytes_sent_per_rank={counter.bytes}", flush=True)
 
@@ -587,7 +595,8 @@ def parse_args(argv):
     parser.add_argument("--hook", choices=HOOKS, default="none",
                         help="DDP communication hook (none = built-in fp32 allreduce)")
     parser.add_argument("--floor", action="store_true",
-                        help="no DDP, no gradient communication: each rank steps on its own gradient")
+                        help="no DDP, no gradient communication: each rank steps on its own "
+                        "gradient (the compute-only floor)")
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-per-rank", type=int, default=64)
@@ -595,7 +604,7 @@ def parse_args(argv):
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--weight-decay", type=float, default=None,
-                        help="default: 0 for fmnist-mlp, 0.0005 for fmnist-cnn (the examples' values)")
+                        help="default: 0 for fmnist-mlp, 0.0005 for fmnist-cnn (as the examples)")
     parser.add_argument("--warmup-steps", type=int, default=100)
     parser.add_argument("--min-lr-ratio", type=float, default=0.0,
                         help="cosine decays to this fraction of --lr at the last step")
@@ -658,15 +667,21 @@ def main(argv):
     where = f"rank {os.environ.get('RANK', '?')}/{os.environ.get('WORLD_SIZE', '?')}"
     try:
         rank, world_size = rank_from_environment()
-        dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=world_size,
-                                timeout=datetime.timedelta(seconds=args.timeout_s))
+        try:
+            dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=world_size,
+                                    timeout=datetime.timedelta(seconds=args.timeout_s))
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"process group start-up failed (gloo, {world_size} ranks, rendezvous at "
+                f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}, --timeout-s "
+                f"{args.timeout_s:g}; did every rank start?): {error}") from None
         train(args, rank, world_size, process_start)
         dist.destroy_process_group()
     except BaseException as error:  # noqa: B036 -- every failure must become one line and rc 1
         if isinstance(error, SystemExit) and not error.code:
             raise
         text = " ".join(str(error).split()) or "(no message)"
-        print(f"{PROGRAM}: {where}: error: {type(error).__name__}: {text[:4000]}", file=sys.stderr,
+        print(f"{PROGRAM}: {where}: error: {type(error).__name__}: {text[:2000]}", file=sys.stderr,
               flush=True)
         sys.stdout.flush()
         # A process group with collectives in flight can block in its destructor: leave at once.

@@ -27,7 +27,10 @@ shift
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${PYTHON:-/usr/bin/python3}
 timeout_s=${RUN_LOCAL_TIMEOUT_S:-1800}
-[[ $timeout_s =~ ^[1-9][0-9]*$ ]] || { echo "$0: RUN_LOCAL_TIMEOUT_S must be a positive integer" >&2; exit 2; }
+if [[ ! $timeout_s =~ ^[1-9][0-9]*$ ]]; then
+  echo "$0: RUN_LOCAL_TIMEOUT_S must be a positive integer, got '$timeout_s'" >&2
+  exit 2
+fi
 
 free_port() {
   "$python" -c 'import socket
@@ -46,7 +49,8 @@ ulimit -c 0  # an aborting rank (gloo::EnforceNotMet) would otherwise leave a co
 
 pids=()
 declare -A finished=()  # rank -> exit status, once reaped
-running_pids() {        # only ranks not yet reaped: a reaped rank's pid may belong to another process
+# Pids of the ranks not yet reaped: once reaped, a rank's pid may belong to another process.
+running_pids() {
   local rank
   for ((rank = 0; rank < ${#pids[@]}; ++rank)); do
     [[ -z ${finished[$rank]:-} ]] && echo "${pids[$rank]}"
@@ -83,8 +87,11 @@ describe() {  # exit status -> words
   fi
 }
 
-deadline=$((SECONDS + timeout_s))
-while ((${#finished[@]} < ranks)); do
+# Reaps every rank that has exited since the last call; sets first_failure to the first non-zero
+# status seen (empty while all are fine).
+first_failure=
+reap() {
+  local rank pid rc
   for ((rank = 0; rank < ranks; ++rank)); do
     [[ -n ${finished[$rank]:-} ]] && continue
     pid=${pids[$rank]}
@@ -93,14 +100,27 @@ while ((${#finished[@]} < ranks)); do
     rc=$?
     finished[$rank]=$rc
     if ((rc != 0)); then
-      echo "run_local.sh: rank $rank of $ranks failed with $(describe "$rc"); stopping the others" >&2
-      stop_all
-      wait 2>/dev/null
-      exit "$rc"
+      echo "run_local.sh: rank $rank of $ranks failed with $(describe "$rc")" >&2
+      [[ -n $first_failure ]] || first_failure=$rc
     fi
   done
+}
+
+deadline=$((SECONDS + timeout_s))
+while ((${#finished[@]} < ranks)); do
+  reap
+  if [[ -n $first_failure ]]; then
+    # Ranks often fail together (one aborts, its peers lose the connection): name them all.
+    sleep 1
+    reap
+    echo "run_local.sh: stopping the remaining ranks" >&2
+    stop_all
+    wait 2>/dev/null
+    exit "$first_failure"
+  fi
   if ((SECONDS >= deadline)); then
-    echo "run_local.sh: ranks still running after ${timeout_s} s (RUN_LOCAL_TIMEOUT_S); stopping them" >&2
+    echo "run_local.sh: ranks still running after ${timeout_s} s (RUN_LOCAL_TIMEOUT_S);" \
+      "stopping them" >&2
     stop_all
     wait 2>/dev/null
     exit 124
