@@ -5,9 +5,13 @@
 #include <c10/util/Half.h>
 #include <mpi.h>
 
+#include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cmath>
 #include <iostream>
+#include <thread>
+#include <vector>
 
 #include "base/error.h"
 #include "comm/collective_checks.h"
@@ -131,8 +135,10 @@ struct MpiCommunicator::Handles {
   }
 };
 
-MpiCommunicator::MpiCommunicator(std::shared_ptr<MpiEnvironment> environment)
+MpiCommunicator::MpiCommunicator(std::shared_ptr<MpiEnvironment> environment,
+                                 const MpiCommunicatorOptions& options)
     : environment_(std::move(environment)),
+      options_(options),
       handles_(std::make_unique<Handles>()),
       queue_(OpQueueOptions{.name = "mpi", .errorRank = -1}) {
   TW_CHECK(environment_ != nullptr,
@@ -181,12 +187,107 @@ std::unique_ptr<Work> MpiCommunicator::allreduce(at::Tensor& inout,
   int count = toMpiCount("allreduce", "inout.numel()", inout.numel());
   std::string what =
       describeCollective("allreduce(" + toString(options.op) + ")", sequence_++, inout);
-  return queue_.submit(what, [this, inout, options, count]() mutable {
-    TW_MPI_CHECK(MPI_Allreduce(
-        MPI_IN_PLACE, inout.data_ptr(), count, handles_->datatype(inout.scalar_type()),
-        handles_->reduction(options.op, inout.scalar_type()), handles_->comm));
+  const bool ring = options_.ringMinBytes > 0 && worldSize_ > 1 &&
+                    inout.scalar_type() == at::kFloat &&
+                    (options.op == ReduceOp::kSum || options.op == ReduceOp::kAverage) &&
+                    inout.numel() * 4 >= options_.ringMinBytes && inout.numel() >= worldSize_;
+  return queue_.submit(what, [this, inout, options, count, ring]() mutable {
+    if (ring) {
+      ringAllreduce(inout);
+    } else {
+      TW_MPI_CHECK(MPI_Allreduce(
+          MPI_IN_PLACE, inout.data_ptr(), count, handles_->datatype(inout.scalar_type()),
+          handles_->reduction(options.op, inout.scalar_type()), handles_->comm));
+    }
     if (options.op == ReduceOp::kAverage) inout.div_(worldSize_);
   });
+}
+
+// Note [Ring allreduce]
+// Open MPI 4.1's fixed decision picks recursive-doubling-style algorithms for 1-64 MB float
+// sums on 4 ranks; over one TCP link per host those reached 0.06-0.07 GB/s busbw where a ring
+// reached 0.10 at 1 Gbit/s (docs/benchmarks.md), and gradient buckets live in exactly that range.
+// The ring is the bandwidth-optimal schedule: the buffer is cut into n nearly equal chunks; in
+// n-1 reduce-scatter steps every rank sends one chunk to its right neighbour, receives one from
+// its left and adds it in, after which rank r owns the full sum of chunk (r+1) mod n; n-1
+// allgather steps then circulate the finished chunks. Every rank sends 2(n-1)/n of the buffer,
+// every link carries the same load, and all ranks end with bit-identical results because each
+// finished chunk is computed once and copied. Summation order within a chunk is fixed by the
+// ring position, so results are deterministic for a given world size.
+// Note [Ring segments]
+// A message above Open MPI's TCP eager limit (64 KiB by default) goes by rendezvous: the sender
+// waits for the receiver's acknowledgement before the data moves. Behind a shaped link that
+// round trip waits in the same queue as the data, and a ring of 1 MB messages measured at half
+// the line rate with 2 hosts. The ring therefore moves every chunk as segments of at most
+// 32 KiB, all posted at once: each is sent eagerly, and MPI's non-overtaking rule keeps them in
+// order on the one (source, tag) pair.
+constexpr int kRingSegmentFloats = 8192;
+
+void MpiCommunicator::ringAllreduce(at::Tensor& inout) {
+  const int n = worldSize_;
+  const int64_t total = inout.numel();
+  float* data = inout.data_ptr<float>();
+  std::vector<int64_t> begin(n + 1, 0);
+  for (int c = 0; c < n; ++c) begin[c + 1] = begin[c] + total / n + (c < total % n ? 1 : 0);
+  std::vector<float> incoming(static_cast<size_t>(begin[1] - begin[0]));
+  const int right = (rank_ + 1) % n;
+  const int left = (rank_ + n - 1) % n;
+  constexpr int kTag = 0x7477;  // the private communicator carries no other point-to-point
+  auto chunk = [n](int c) { return ((c % n) + n) % n; };
+  auto count = [&begin](int c) { return static_cast<int>(begin[c + 1] - begin[c]); };
+  // One ring step: post every segment's receive, then every send, then wait for all without
+  // spinning. Segments stay below Open MPI's eager limit (Note [Ring segments]).
+  std::vector<MPI_Request> requests;
+  auto exchange = [&](int send, float* receiveInto, int receiveCount) {
+    requests.clear();
+    for (int offset = 0; offset < receiveCount; offset += kRingSegmentFloats) {
+      requests.emplace_back();
+      TW_MPI_CHECK(MPI_Irecv(receiveInto + offset,
+                             std::min(kRingSegmentFloats, receiveCount - offset), MPI_FLOAT, left,
+                             kTag, handles_->comm, &requests.back()));
+    }
+    const int sendCount = count(send);
+    for (int offset = 0; offset < sendCount; offset += kRingSegmentFloats) {
+      requests.emplace_back();
+      TW_MPI_CHECK(MPI_Isend(data + begin[send] + offset,
+                             std::min(kRingSegmentFloats, sendCount - offset), MPI_FLOAT, right,
+                             kTag, handles_->comm, &requests.back()));
+    }
+    waitPolitely(requests.data(), static_cast<int>(requests.size()));
+  };
+  for (int step = 0; step < n - 1; ++step) {
+    const int receive = chunk(rank_ - step - 1);
+    exchange(chunk(rank_ - step), incoming.data(), count(receive));
+    float* target = data + begin[receive];
+    const int receiveCount = count(receive);
+    for (int i = 0; i < receiveCount; ++i) target[i] += incoming[i];
+  }
+  for (int step = 0; step < n - 1; ++step) {
+    const int receive = chunk(rank_ - step);
+    exchange(chunk(rank_ + 1 - step), data + begin[receive], count(receive));
+  }
+}
+
+// Note [Polite waits]
+// Open MPI's blocking calls spin on the CPU until the data arrives. With more ranks than cores
+// (4 ranks on 2 cores here; any over-subscribed node) a rank waiting on a slow link then takes
+// cycles from the ranks still computing, and the step is as slow as the most starved rank. The
+// ring instead tests its requests and, after a short busy phase, sleeps between tests with a
+// back-off capped at kMaxPause: the kernel keeps moving bytes through the socket buffers in the
+// meantime, so on a 1 Gbit/s link a 200 us pause costs at most 25 KB of a step that moves MBs.
+void MpiCommunicator::waitPolitely(void* requests, int count) {
+  constexpr int kBusyTests = 32;
+  constexpr std::chrono::microseconds kMaxPause{200};
+  auto* all = static_cast<MPI_Request*>(requests);
+  std::chrono::microseconds pause{5};
+  for (int tests = 0;; ++tests) {
+    int done = 0;
+    TW_MPI_CHECK(MPI_Testall(count, all, &done, MPI_STATUSES_IGNORE));
+    if (done) return;
+    if (tests < kBusyTests) continue;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, kMaxPause);
+  }
 }
 
 std::unique_ptr<Work> MpiCommunicator::allgather(const at::Tensor& input, at::Tensor& output) {

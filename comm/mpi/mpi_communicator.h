@@ -32,12 +32,20 @@
 
 namespace thinwire::comm {
 
+struct MpiCommunicatorOptions {
+  // allreduce of a float32 tensor with op kSum/kAverage and at least this many bytes runs
+  // thinwire's ring (see Note [Ring allreduce] in the .cc) instead of MPI_Allreduce; 0 = never.
+  // The default is where the ring measured faster than Open MPI 4.1's own choice on TCP links.
+  int64_t ringMinBytes = int64_t{256} << 10;
+};
+
 class MpiCommunicator : public Communicator {
  public:
   // Blocking and collective over MPI_COMM_WORLD (MPI_Comm_dup): every process constructs its
   // communicators in the same order. Throws InvalidArgument for a null environment, CommError
   // when MPI fails or when a second communicator is created without MPI_THREAD_MULTIPLE.
-  explicit MpiCommunicator(std::shared_ptr<MpiEnvironment> environment);
+  explicit MpiCommunicator(std::shared_ptr<MpiEnvironment> environment,
+                           const MpiCommunicatorOptions& options = {});
   // Lets queued operations finish, frees the MPI handles on the worker thread and joins it.
   // Does not wait for peers beyond what already queued operations need.
   ~MpiCommunicator() override;
@@ -48,9 +56,10 @@ class MpiCommunicator : public Communicator {
 
   // All collectives: validated at the call (InvalidArgument, also for element counts or
   // offsets above INT_MAX, MPI's count type), then run asynchronously on the worker thread.
-  // allreduce of a contiguous tensor is one MPI_Allreduce with MPI_IN_PLACE on its memory: no
-  // copies. kAverage divides the sum in place afterwards. allToAll and reduceScatter accept an
-  // output that overlaps the input (the input is copied first, as MPI forbids aliasing).
+  // allreduce works in place on the tensor's memory: one MPI_Allreduce with MPI_IN_PLACE, or for
+  // large float32 sums the ring (MpiCommunicatorOptions::ringMinBytes), which needs one extra
+  // buffer of size/n. kAverage divides the sum in place afterwards. allToAll and reduceScatter
+  // accept an output that overlaps the input (the input is copied first, as MPI forbids aliasing).
   [[nodiscard]] std::unique_ptr<Work> allreduce(at::Tensor& inout,
                                                 const AllreduceOptions& options) override;
   [[nodiscard]] std::unique_ptr<Work> allgather(const at::Tensor& input,
@@ -77,7 +86,14 @@ class MpiCommunicator : public Communicator {
  private:
   struct Handles;  // MPI objects; defined in the .cc to keep <mpi.h> private to comm
 
+  // Runs on the worker thread: ring reduce-scatter then ring allgather, in place (float32 sum).
+  void ringAllreduce(at::Tensor& inout);
+  // Waits for `count` MPI_Requests (typed void* to keep <mpi.h> out of this header), testing
+  // and sleeping instead of spinning (Note [Polite waits]).
+  void waitPolitely(void* requests, int count);
+
   std::shared_ptr<MpiEnvironment> environment_;
+  MpiCommunicatorOptions options_;
   std::unique_ptr<Handles> handles_;
   int rank_ = 0;
   int worldSize_ = 1;

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cmath>
+
 #include "comm/mpi/mpi_communicator.h"
 #include "comm/mpi/mpi_environment.h"
 #include "tests/comm/conformance_cases.h"
@@ -33,6 +35,55 @@ INSTANTIATE_TEST_SUITE_P(AllCases,
                          [](const ::testing::TestParamInfo<ConformanceCase>& info) {
                            return info.param.name;
                          });
+
+// The same suite with the ring allreduce forced on for every float32 sum, however small, so the
+// ring's chunking (chunks of 0 or 1 elements, uneven remainders) meets every case the suite has.
+class MpiRingConformanceTest : public ::testing::TestWithParam<ConformanceCase> {};
+
+TEST_P(MpiRingConformanceTest, MatchesSingleProcessReference) {
+  MpiCommunicator comm(std::make_shared<MpiEnvironment>(), {.ringMinBytes = 4});
+  GetParam().run(comm);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllCases,
+                         MpiRingConformanceTest,
+                         ::testing::ValuesIn(conformanceCases()),
+                         [](const ::testing::TestParamInfo<ConformanceCase>& info) {
+                           return info.param.name;
+                         });
+
+// Large float32 sums take the ring by default. Every rank must hold the same bits (each chunk
+// is reduced once and copied), and the values must match a float64 sum over ranks computed here.
+TEST(MpiCommunicatorTest, RingAllreduceOfLargeBuffersIsExactAndIdenticalOnEveryRank) {
+  MpiCommunicator comm(std::make_shared<MpiEnvironment>());
+  const int64_t n = comm.worldSize();
+  for (const int64_t count : {int64_t{262144}, int64_t{300007}}) {  // 1 MiB, and uneven chunks
+    for (const ReduceOp op : {ReduceOp::kSum, ReduceOp::kAverage}) {
+      auto valueOf = [](int64_t rank, int64_t i) {
+        return static_cast<float>(((i * 7919 + rank * 104729) % 2001) - 1000) / 64.0f;
+      };
+      at::Tensor data = at::empty({count}, at::kFloat);
+      float* values = data.data_ptr<float>();
+      for (int64_t i = 0; i < count; ++i) values[i] = valueOf(comm.rank(), i);
+      comm.allreduce(data, {.op = op})->wait(testing::kTestTimeout);
+      // Multiples of 1/64 below 2^14 in magnitude: every partial sum is exact in float32.
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < count; ++i) {
+        double expected = 0;
+        for (int64_t r = 0; r < n; ++r) expected += valueOf(r, i);
+        if (op == ReduceOp::kAverage) expected /= static_cast<double>(n);
+        if (std::abs(values[i] - expected) > 1e-6 * (1 + std::abs(expected))) ++wrong;
+      }
+      EXPECT_EQ(wrong, 0) << "count " << count << " op " << toString(op);
+      at::Tensor gathered = at::empty({n * count}, at::kFloat);
+      comm.allgather(data, gathered)->wait(testing::kTestTimeout);
+      for (int64_t r = 1; r < n; ++r) {
+        EXPECT_TRUE(at::equal(gathered.narrow(0, 0, count), gathered.narrow(0, r * count, count)))
+            << "rank " << r << " differs from rank 0, count " << count;
+      }
+    }
+  }
+}
 
 TEST(MpiCommunicatorTest, MatchesTheLauncherWorld) {
   std::unique_ptr<Communicator> comm = makeWorldCommunicator();
