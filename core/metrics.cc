@@ -38,6 +38,12 @@ JsonRecord& JsonRecord::add(const std::string& name, const std::string& value) {
   return *this;
 }
 
+JsonRecord& JsonRecord::add(const std::string& name, const JsonRecord& object) {
+  key(name);
+  body_ += object.str();
+  return *this;
+}
+
 JsonRecord& JsonRecord::add(const std::string& name, bool value) {
   key(name);
   body_ += value ? "true" : "false";

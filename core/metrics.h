@@ -26,7 +26,7 @@
 
 namespace thinwire::core {
 
-// A flat JSON object built field by field (numbers, strings, booleans).
+// A JSON object built field by field (numbers, strings, booleans, nested objects).
 class JsonRecord {
  public:
   JsonRecord& add(const std::string& key, double value);
@@ -37,6 +37,7 @@ class JsonRecord {
     return add(key, std::string(value));
   }
   JsonRecord& add(const std::string& key, bool value);
+  JsonRecord& add(const std::string& key, const JsonRecord& object);
   std::string str() const { return "{" + body_ + "}"; }
 
  private:

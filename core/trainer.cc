@@ -245,6 +245,40 @@ EvalRecord Trainer::evaluate(int64_t step) {
   return {.step = step, .loss = totals[0] / totals[2], .accuracy = totals[1] / totals[2]};
 }
 
+double StepTimes::secondsPerStep() const {
+  return steadySteps > 0 ? steadyTotal / static_cast<double>(steadySteps) : 0.0;
+}
+
+// The last metrics record of a run: what `bench/run.sh` and `bench/report.py` read (the same
+// keys as the PyTorch peer's summary, bench/peers/ddp_train.py). Times are rank 0's.
+JsonRecord Trainer::summaryRecord(const TrainResult& result, double wallSeconds) const {
+  const State& s = *state_;
+  const StepTimes& t = result.times;
+  const int64_t steps = result.lastStep - result.startStep;
+  const double perStep = 1.0 / static_cast<double>(std::max<int64_t>(1, steps));
+  const double secondsPerStep = t.steadySteps > 0 ? t.secondsPerStep() : t.total * perStep;
+  return JsonRecord()
+      .add("kind", "summary")
+      .add("framework", "thinwire")
+      .add("method", s.config.comm.gradientSync ? "fp32" : "floor")
+      .add("ranks", s.comm.worldSize())
+      .add("steps", steps)
+      .add("batch_per_rank", s.config.train.batchPerRank)
+      .add("seconds_per_step", secondsPerStep)
+      .add("warmup_steps_excluded", t.steadySteps > 0 ? StepTimes::kWarmupStepsExcluded : 0)
+      .add("times_per_step_s", JsonRecord()
+                                   .add("data", t.data * perStep)
+                                   .add("forward", t.forward * perStep)
+                                   .add("backward", t.backward * perStep)
+                                   .add("compress", 0.0)
+                                   .add("sync_wait", t.syncWait * perStep)
+                                   .add("optimizer", t.optimizer * perStep))
+      .add("final_test_accuracy", result.finalTestAccuracy)
+      .add("final_test_loss", result.finalTestLoss)
+      .add("bytes_sent_per_rank", result.sync.bytesSent)
+      .add("wall_s", wallSeconds);
+}
+
 TrainResult Trainer::run() {
   State& s = *state_;
   const Config& config = s.config;
@@ -314,7 +348,12 @@ TrainResult Trainer::run() {
     s.optimizer->step(lr);
     for (auto& p : s.parameters) p.tensor.mutable_grad() = at::Tensor();
     result.times.optimizer += phase.seconds();
-    result.times.total += stepClock.seconds();
+    const double stepSeconds = stepClock.seconds();
+    result.times.total += stepSeconds;
+    if (step - result.startStep >= StepTimes::kWarmupStepsExcluded) {
+      result.times.steadyTotal += stepSeconds;
+      ++result.times.steadySteps;
+    }
     ++windowSteps;
 
     const int64_t done = step + 1;
@@ -387,6 +426,7 @@ TrainResult Trainer::run() {
   result.lastStep = step;
   result.stoppedEarly = step < config.train.steps;
   result.sync = s.sync->stats();
+  if (leader) metrics.write(summaryRecord(result, runClock.seconds()));
   return result;
 }
 

@@ -50,6 +50,13 @@ struct EvalRecord {
 
 struct StepTimes {  // seconds summed over the run, this rank
   double data = 0, forward = 0, backward = 0, syncWait = 0, optimizer = 0, total = 0;
+  // Step time summed over the steps after the first kWarmupStepsExcluded of this run (first
+  // steps pay allocation and connection set-up), and how many steps that covers.
+  double steadyTotal = 0;
+  int64_t steadySteps = 0;
+  static constexpr int64_t kWarmupStepsExcluded = 5;
+  // Seconds per step for benchmarks: the steady-state mean, or the overall mean for short runs.
+  double secondsPerStep() const;
 };
 
 struct TrainResult {
@@ -78,6 +85,8 @@ bool overlapEnabled(const std::string& mode,
                     int64_t threadsPerRank,
                     int cores);
 
+class JsonRecord;
+
 class Trainer {
  public:
   // Builds data, model, optimizer; throws DataError for missing/corrupt data, ConfigError for a
@@ -95,6 +104,7 @@ class Trainer {
 
  private:
   struct State;
+  JsonRecord summaryRecord(const TrainResult& result, double wallSeconds) const;
   std::unique_ptr<State> state_;
 };
 
