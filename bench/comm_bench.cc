@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <climits>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <sstream>
 
@@ -19,8 +21,224 @@
 namespace thinwire::bench {
 namespace {
 
-int64_t parseSize(const std::string& text) {
-  TW_CHECK(!text.empty(), "--sizes: empty size, expected e.g. 4K or 64M");
+constexpr Collective kAllCollectives[] = {Collective::kAllreduce, Collective::kAllgather,
+                                          Collective::kReduceScatter, Collective::kBroadcast};
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  size_t middle = values.size() / 2;
+  return values.size() % 2 == 1 ? values[middle] : 0.5 * (values[middle - 1] + values[middle]);
+}
+
+std::string formatBytes(int64_t bytes) {
+  std::ostringstream out;
+  if (bytes >= (int64_t{1} << 20) && bytes % (int64_t{1} << 20) == 0) {
+    out << (bytes >> 20) << " MB";
+  } else if (bytes >= 1024 && bytes % 1024 == 0) {
+    out << (bytes >> 10) << " KB";
+  } else {
+    out << bytes << " B";
+  }
+  return out.str();
+}
+
+bool isReduction(Collective collective) {
+  return collective == Collective::kAllreduce || collective == Collective::kReduceScatter;
+}
+
+struct Result {
+  double seconds = 0;
+  double algbw = 0;  // GB/s
+  double busbw = 0;  // GB/s
+};
+
+Result summarize(Collective collective,
+                 int64_t bytes,
+                 const std::vector<double>& times,
+                 int worldSize) {
+  Result result;
+  result.seconds = median(times);
+  result.algbw = static_cast<double>(bytes) / result.seconds / 1e9;
+  result.busbw = result.algbw * busBandwidthFactor(collective, worldSize);
+  return result;
+}
+
+// effective_busbw (computed on the uncompressed size) and wire_busbw (on the bytes actually sent)
+// are both busbw here: these collectives send float32 uncompressed. Compressed variants report
+// the two separately (see specs/benchmarking.md, "What to report").
+void writeJson(std::ostream& out,
+               Collective collective,
+               const char* impl,
+               int64_t bytes,
+               int worldSize,
+               int iterations,
+               const Result& result) {
+  out << "{\"bench\":\"comm_" << toString(collective) << "\",\"collective\":\""
+      << toString(collective) << "\",\"impl\":\"" << impl << "\",";
+  if (isReduction(collective)) out << "\"op\":\"sum\",";
+  out << "\"dtype\":\"float32\",\"ranks\":" << worldSize << ",\"size_bytes\":" << bytes
+      << ",\"iterations\":" << iterations << ",\"time_s\":" << std::setprecision(9)
+      << result.seconds << ",\"algbw_gbps\":" << result.algbw << ",\"busbw_gbps\":" << result.busbw
+      << ",\"effective_busbw_gbps\":" << result.busbw << ",\"wire_busbw_gbps\":" << result.busbw
+      << "}\n";
+}
+
+// One collective at one size: `reset` restores the inputs and clears the outputs (untimed),
+// `thinwire` and `mpi` are the two timed calls, `check` says whether the thinwire call that just
+// ran produced the right result.
+struct CollectiveCase {
+  int64_t bytes = 0;  // S as reported (after rounding to whole blocks)
+  std::function<void()> reset;
+  std::function<void()> thinwire;
+  std::function<void()> mpi;
+  std::function<bool()> check;
+};
+
+// Builds the case for `collective` over `requestedBytes`; the tensors live in the lambdas.
+CollectiveCase makeCase(Collective collective,
+                        int64_t requestedBytes,
+                        comm::MpiCommunicator& communicator) {
+  const int rank = communicator.rank();
+  const int worldSize = communicator.worldSize();
+  const float expectedSum = static_cast<float>(worldSize);
+  CollectiveCase result;
+  switch (collective) {
+    case Collective::kAllreduce:
+    case Collective::kBroadcast: {
+      const int64_t numel = requestedBytes / 4;
+      TW_CHECK(numel <= INT_MAX, "comm bench: size ", requestedBytes,
+               " bytes exceeds MPI's int count");
+      result.bytes = numel * 4;
+      at::Tensor buffer = at::empty({numel}, at::kFloat);
+      float* data = buffer.data_ptr<float>();
+      const int count = static_cast<int>(numel);
+      if (collective == Collective::kAllreduce) {
+        // Ones on every rank: both implementations see identical data and the sum is checkable.
+        result.reset = [buffer]() mutable { buffer.fill_(1.0f); };
+        result.thinwire = [buffer, &communicator]() mutable {
+          communicator.allreduce(buffer, {})->wait(comm::kDefaultTimeout);
+        };
+        result.mpi = [data, count]() {
+          TW_MPI_CHECK(
+              MPI_Allreduce(MPI_IN_PLACE, data, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
+        };
+        result.check = [data, numel, expectedSum]() {
+          return data[0] == expectedSum && data[numel - 1] == expectedSum;
+        };
+      } else {
+        // Root 0 holds ones, the others zeros: a rank that received nothing is visible.
+        result.reset = [buffer, rank]() mutable { buffer.fill_(rank == 0 ? 1.0f : 0.0f); };
+        result.thinwire = [buffer, &communicator]() mutable {
+          communicator.broadcast(buffer, {})->wait(comm::kDefaultTimeout);
+        };
+        result.mpi = [data, count]() {
+          TW_MPI_CHECK(MPI_Bcast(data, count, MPI_FLOAT, 0, MPI_COMM_WORLD));
+        };
+        result.check = [data, numel]() { return data[0] == 1.0f && data[numel - 1] == 1.0f; };
+      }
+      break;
+    }
+    case Collective::kAllgather:
+    case Collective::kReduceScatter: {
+      const int64_t block = requestedBytes / 4 / worldSize;
+      TW_CHECK(block >= 1, "comm bench: ", toString(collective), " of ", requestedBytes,
+               " bytes over ", worldSize, " ranks leaves less than one float32 per rank");
+      TW_CHECK(block * worldSize <= INT_MAX, "comm bench: size ", requestedBytes,
+               " bytes exceeds MPI's int count");
+      result.bytes = block * worldSize * 4;
+      const int count = static_cast<int>(block);
+      if (collective == Collective::kAllgather) {
+        // Rank r sends r + 1, so every block of the output names its source.
+        at::Tensor input = at::full({block}, static_cast<float>(rank + 1), at::kFloat);
+        at::Tensor output = at::empty({block * worldSize}, at::kFloat);
+        const float* in = input.data_ptr<float>();
+        float* out = output.data_ptr<float>();
+        result.reset = [output]() mutable { output.zero_(); };
+        result.thinwire = [input, output, &communicator]() mutable {
+          communicator.allgather(input, output)->wait(comm::kDefaultTimeout);
+        };
+        result.mpi = [in, out, count]() {
+          TW_MPI_CHECK(MPI_Allgather(in, count, MPI_FLOAT, out, count, MPI_FLOAT, MPI_COMM_WORLD));
+        };
+        result.check = [out, block, worldSize]() {
+          for (int r = 0; r < worldSize; ++r) {
+            const float expected = static_cast<float>(r + 1);
+            if (out[r * block] != expected || out[(r + 1) * block - 1] != expected) return false;
+          }
+          return true;
+        };
+      } else {
+        at::Tensor input = at::ones({block * worldSize}, at::kFloat);
+        at::Tensor output = at::empty({block}, at::kFloat);
+        const float* in = input.data_ptr<float>();
+        float* out = output.data_ptr<float>();
+        const std::vector<int64_t> counts(worldSize, block);
+        result.reset = [output]() mutable { output.zero_(); };
+        result.thinwire = [input, output, counts, &communicator]() mutable {
+          communicator.reduceScatter(input, output, counts, {})->wait(comm::kDefaultTimeout);
+        };
+        result.mpi = [in, out, count]() {
+          TW_MPI_CHECK(
+              MPI_Reduce_scatter_block(in, out, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
+        };
+        result.check = [out, block, expectedSum]() {
+          return out[0] == expectedSum && out[block - 1] == expectedSum;
+        };
+      }
+      break;
+    }
+  }
+  return result;
+}
+
+void printHeader(
+    std::ostream& out, Collective collective, int worldSize, int iterations, int warmup) {
+  out << "# " << toString(collective) << (isReduction(collective) ? " sum" : "") << " float32, "
+      << worldSize << " ranks, median of " << iterations << " (after " << warmup
+      << " warm-up), times are the slowest rank's\n";
+}
+
+}  // namespace
+
+std::string toString(Collective collective) {
+  switch (collective) {
+    case Collective::kAllreduce:
+      return "allreduce";
+    case Collective::kAllgather:
+      return "allgather";
+    case Collective::kReduceScatter:
+      return "reduce_scatter";
+    case Collective::kBroadcast:
+      return "broadcast";
+  }
+  TW_THROW(Error, "internal error: unhandled Collective ", static_cast<int>(collective));
+}
+
+Collective parseCollective(const std::string& name) {
+  for (Collective collective : kAllCollectives) {
+    if (toString(collective) == name) return collective;
+  }
+  TW_THROW(InvalidArgument, "--collectives: unknown collective '", name,
+           "', expected allreduce, allgather, reduce_scatter or broadcast");
+}
+
+double busBandwidthFactor(Collective collective, int worldSize) {
+  TW_CHECK(worldSize >= 1, "busBandwidthFactor: worldSize = ", worldSize, ", expected >= 1");
+  const double n = worldSize;
+  switch (collective) {
+    case Collective::kAllreduce:
+      return 2.0 * (n - 1) / n;
+    case Collective::kAllgather:
+    case Collective::kReduceScatter:
+      return (n - 1) / n;
+    case Collective::kBroadcast:
+      return 1.0;
+  }
+  TW_THROW(Error, "internal error: unhandled Collective ", static_cast<int>(collective));
+}
+
+int64_t parseByteSize(const std::string& flag, const std::string& text) {
+  TW_CHECK(!text.empty(), flag, ": empty size, expected e.g. 4K or 64M");
   int64_t multiplier = 1;
   std::string digits = text;
   switch (text.back()) {
@@ -42,75 +260,50 @@ int64_t parseSize(const std::string& text) {
   if (multiplier != 1) digits.pop_back();
   size_t used = 0;
   int64_t value = -1;
-  try {
-    value = std::stoll(digits, &used);
-  } catch (const std::exception&) {
-    used = 0;
+  // std::stoll accepts leading blanks and signs; a size is digits only.
+  const bool allDigits = !digits.empty() && std::all_of(digits.begin(), digits.end(), [](char c) {
+    return c >= '0' && c <= '9';
+  });
+  if (allDigits) {
+    try {
+      value = std::stoll(digits, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
   }
-  TW_CHECK(used == digits.size() && !digits.empty() && value > 0, "--sizes: '", text,
-           "' is not a positive size, expected e.g. 4096, 4K or 64M");
+  TW_CHECK(allDigits && used == digits.size() && value > 0 &&
+               value <= std::numeric_limits<int64_t>::max() / multiplier,
+           flag, ": '", text, "' is not a positive size, expected e.g. 4096, 4K or 64M");
   return value * multiplier;
 }
 
-int parseCount(const std::string& flag, const std::string& text, int minimum) {
+std::vector<int64_t> parseSizeList(const std::string& flag, const std::string& text) {
+  TW_CHECK(!text.empty(), flag, ": empty list");
+  std::vector<int64_t> sizes;
+  std::stringstream list(text);
+  std::string item;
+  while (std::getline(list, item, ',')) sizes.push_back(parseByteSize(flag, item));
+  // getline drops a trailing empty item ("4K,"), which is as malformed as an inner one.
+  TW_CHECK(text.back() != ',', flag, ": '", text, "' ends with a comma");
+  return sizes;
+}
+
+int parseCount(const std::string& flag, const std::string& text, int minimum, int maximum) {
   size_t used = 0;
-  int value = minimum - 1;
-  try {
-    value = std::stoi(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
+  long long value = static_cast<long long>(minimum) - 1;
+  const bool allDigits = !text.empty() && std::all_of(text.begin(), text.end(),
+                                                      [](char c) { return c >= '0' && c <= '9'; });
+  if (allDigits) {
+    try {
+      value = std::stoll(text, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
   }
-  TW_CHECK(used == text.size() && value >= minimum, flag, " '", text,
-           "' is not an integer >= ", minimum);
-  return value;
+  TW_CHECK(allDigits && used == text.size() && value >= minimum && value <= maximum, flag, " '",
+           text, "' is not an integer in [", minimum, ", ", maximum, "]");
+  return static_cast<int>(value);
 }
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  size_t middle = values.size() / 2;
-  return values.size() % 2 == 1 ? values[middle] : 0.5 * (values[middle - 1] + values[middle]);
-}
-
-std::string formatBytes(int64_t bytes) {
-  std::ostringstream out;
-  if (bytes >= (int64_t{1} << 20) && bytes % (int64_t{1} << 20) == 0) {
-    out << (bytes >> 20) << " MB";
-  } else if (bytes >= 1024 && bytes % 1024 == 0) {
-    out << (bytes >> 10) << " KB";
-  } else {
-    out << bytes << " B";
-  }
-  return out.str();
-}
-
-struct Result {
-  double seconds = 0;
-  double algbw = 0;  // GB/s
-  double busbw = 0;  // GB/s
-};
-
-Result summarize(int64_t bytes, const std::vector<double>& times, int worldSize) {
-  Result result;
-  result.seconds = median(times);
-  result.algbw = static_cast<double>(bytes) / result.seconds / 1e9;
-  result.busbw = result.algbw * 2.0 * (worldSize - 1) / worldSize;
-  return result;
-}
-
-void writeJson(std::ostream& out,
-               const char* impl,
-               int64_t bytes,
-               int worldSize,
-               int iterations,
-               const Result& result) {
-  out << "{\"bench\":\"comm_allreduce\",\"impl\":\"" << impl << "\",\"op\":\"sum\","
-      << "\"dtype\":\"float32\",\"ranks\":" << worldSize << ",\"size_bytes\":" << bytes
-      << ",\"iterations\":" << iterations << ",\"time_s\":" << std::setprecision(9)
-      << result.seconds << ",\"algbw_gbps\":" << result.algbw << ",\"busbw_gbps\":" << result.busbw
-      << "}\n";
-}
-
-}  // namespace
 
 CommBenchOptions parseCommBenchArgs(const std::vector<std::string>& args) {
   CommBenchOptions options;
@@ -122,20 +315,29 @@ CommBenchOptions parseCommBenchArgs(const std::vector<std::string>& args) {
       value = flag.substr(equals + 1);
       flag = flag.substr(0, equals);
     } else if (flag == "--sizes" || flag == "--iterations" || flag == "--warmup" ||
-               flag == "--json") {
+               flag == "--json" || flag == "--collectives") {
       TW_CHECK(i + 1 < args.size(), flag, " needs a value\n", kCommBenchUsage);
       value = args[++i];
     }
     if (flag == "--sizes") {
-      options.sizesBytes.clear();
+      options.sizesBytes = parseSizeList(flag, value);
+    } else if (flag == "--collectives") {
+      TW_CHECK(!value.empty() && value.back() != ',', "--collectives: '", value,
+               "' is not a comma-separated list of collectives");
+      options.collectives.clear();
       std::stringstream list(value);
       std::string item;
-      while (std::getline(list, item, ',')) options.sizesBytes.push_back(parseSize(item));
-      TW_CHECK(!options.sizesBytes.empty(), "--sizes: empty list");
+      while (std::getline(list, item, ',')) {
+        Collective collective = parseCollective(item);
+        TW_CHECK(std::find(options.collectives.begin(), options.collectives.end(), collective) ==
+                     options.collectives.end(),
+                 "--collectives: '", item, "' is listed twice");
+        options.collectives.push_back(collective);
+      }
     } else if (flag == "--iterations") {
-      options.iterations = parseCount(flag, value, 1);
+      options.iterations = parseCount(flag, value, 1, 1000000);
     } else if (flag == "--warmup") {
-      options.warmup = parseCount(flag, value, 0);
+      options.warmup = parseCount(flag, value, 0, 1000000);
     } else if (flag == "--json") {
       TW_CHECK(!value.empty(), "--json needs a path");
       options.jsonPath = value;
@@ -150,6 +352,7 @@ int runCommBench(const CommBenchOptions& options) {
   TW_CHECK(options.iterations >= 1, "comm bench: iterations = ", options.iterations,
            ", expected >= 1");
   TW_CHECK(options.warmup >= 0, "comm bench: warmup = ", options.warmup, ", expected >= 0");
+  TW_CHECK(!options.collectives.empty(), "comm bench: no collective to run");
   for (int64_t bytes : options.sizesBytes) {
     TW_CHECK(bytes >= 4 && bytes % 4 == 0, "comm bench: size ", bytes,
              " bytes is not a positive multiple of 4 (float32 elements)");
@@ -164,79 +367,78 @@ int runCommBench(const CommBenchOptions& options) {
     json.open(options.jsonPath, std::ios::out | std::ios::trunc);
     TW_CHECK(json.good(), "comm bench: cannot open --json path '", options.jsonPath, "'");
   }
-  if (rank == 0) {
-    out << "# allreduce sum float32, " << worldSize << " ranks, median of " << options.iterations
-        << " (after " << options.warmup << " warm-up), times are the slowest rank's\n"
-        << "# " << comm::MpiEnvironment::libraryVersion() << "\n"
-        << std::setw(10) << "size"
-        << " | " << std::setw(11) << "thinwire s" << std::setw(9) << "algbw" << std::setw(9)
-        << "busbw"
-        << " | " << std::setw(11) << "MPI s" << std::setw(9) << "algbw" << std::setw(9) << "busbw"
-        << " | " << std::setw(7) << "ratio"
-        << "\n";
-  }
 
   bool correct = true;
-  for (int64_t bytes : options.sizesBytes) {
-    const int64_t numel = bytes / 4;
-    TW_CHECK(numel <= INT_MAX, "comm bench: size ", bytes, " bytes exceeds MPI's int count");
-    at::Tensor buffer = at::empty({numel}, at::kFloat);
-    float* data = buffer.data_ptr<float>();
-
-    // Each timed call starts from ones on every rank after a barrier, so the two
-    // implementations see identical data and the result (worldSize everywhere) is checkable.
-    auto runThinwire = [&]() {
-      buffer.fill_(1.0f);
-      TW_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-      double start = MPI_Wtime();
-      communicator.allreduce(buffer, {})->wait(comm::kDefaultTimeout);
-      double seconds = MPI_Wtime() - start;
-      if (data[0] != worldSize || data[numel - 1] != worldSize) correct = false;
-      return seconds;
-    };
-    auto runMpi = [&]() {
-      buffer.fill_(1.0f);
-      TW_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-      double start = MPI_Wtime();
-      TW_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(numel), MPI_FLOAT, MPI_SUM,
-                                 MPI_COMM_WORLD));
-      return MPI_Wtime() - start;
-    };
-
-    for (int i = 0; i < options.warmup; ++i) {
-      runThinwire();
-      runMpi();
-    }
-    std::vector<double> thinwireTimes, mpiTimes;
-    for (int i = 0; i < options.iterations; ++i) {
-      double times[2];
-      if (i % 2 == 0) {
-        times[0] = runThinwire();
-        times[1] = runMpi();
-      } else {
-        times[1] = runMpi();
-        times[0] = runThinwire();
-      }
-      TW_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, times, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
-      thinwireTimes.push_back(times[0]);
-      mpiTimes.push_back(times[1]);
-    }
-
+  bool firstTable = true;
+  for (Collective collective : options.collectives) {
     if (rank == 0) {
-      Result ours = summarize(bytes, thinwireTimes, worldSize);
-      Result mpi = summarize(bytes, mpiTimes, worldSize);
-      // busbw ratio = time ratio for equal sizes; the time form also works for one rank.
-      double ratio = mpi.seconds / ours.seconds;
-      out << std::setw(10) << formatBytes(bytes) << " | " << std::scientific << std::setprecision(3)
-          << std::setw(11) << ours.seconds << std::fixed << std::setprecision(2) << std::setw(9)
-          << ours.algbw << std::setw(9) << ours.busbw << " | " << std::scientific
-          << std::setprecision(3) << std::setw(11) << mpi.seconds << std::fixed
-          << std::setprecision(2) << std::setw(9) << mpi.algbw << std::setw(9) << mpi.busbw << " | "
-          << std::setprecision(3) << std::setw(7) << ratio << "\n";
-      out.flush();
-      if (json.is_open()) {
-        writeJson(json, "thinwire", bytes, worldSize, options.iterations, ours);
-        writeJson(json, "mpi", bytes, worldSize, options.iterations, mpi);
+      if (!firstTable) out << "\n";
+      printHeader(out, collective, worldSize, options.iterations, options.warmup);
+      if (firstTable) out << "# " << comm::MpiEnvironment::libraryVersion() << "\n";
+      out << std::setw(10) << "size"
+          << " | " << std::setw(11) << "thinwire s" << std::setw(9) << "algbw" << std::setw(9)
+          << "busbw"
+          << " | " << std::setw(11) << "MPI s" << std::setw(9) << "algbw" << std::setw(9) << "busbw"
+          << " | " << std::setw(7) << "ratio"
+          << "\n";
+    }
+    firstTable = false;
+    for (int64_t requestedBytes : options.sizesBytes) {
+      CollectiveCase run = makeCase(collective, requestedBytes, communicator);
+      // Each timed call starts from the same inputs on every rank after a barrier.
+      auto timeThinwire = [&]() {
+        run.reset();
+        TW_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+        double start = MPI_Wtime();
+        run.thinwire();
+        double seconds = MPI_Wtime() - start;
+        if (!run.check()) correct = false;
+        return seconds;
+      };
+      auto timeMpi = [&]() {
+        run.reset();
+        TW_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+        double start = MPI_Wtime();
+        run.mpi();
+        return MPI_Wtime() - start;
+      };
+
+      for (int i = 0; i < options.warmup; ++i) {
+        timeThinwire();
+        timeMpi();
+      }
+      std::vector<double> thinwireTimes, mpiTimes;
+      for (int i = 0; i < options.iterations; ++i) {
+        double times[2];
+        if (i % 2 == 0) {
+          times[0] = timeThinwire();
+          times[1] = timeMpi();
+        } else {
+          times[1] = timeMpi();
+          times[0] = timeThinwire();
+        }
+        TW_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, times, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
+        thinwireTimes.push_back(times[0]);
+        mpiTimes.push_back(times[1]);
+      }
+
+      if (rank == 0) {
+        const int64_t bytes = run.bytes;
+        Result ours = summarize(collective, bytes, thinwireTimes, worldSize);
+        Result mpi = summarize(collective, bytes, mpiTimes, worldSize);
+        // busbw ratio = time ratio for equal sizes; the time form also works for one rank.
+        double ratio = mpi.seconds / ours.seconds;
+        out << std::setw(10) << formatBytes(bytes) << " | " << std::scientific
+            << std::setprecision(3) << std::setw(11) << ours.seconds << std::fixed
+            << std::setprecision(2) << std::setw(9) << ours.algbw << std::setw(9) << ours.busbw
+            << " | " << std::scientific << std::setprecision(3) << std::setw(11) << mpi.seconds
+            << std::fixed << std::setprecision(2) << std::setw(9) << mpi.algbw << std::setw(9)
+            << mpi.busbw << " | " << std::setprecision(3) << std::setw(7) << ratio << "\n";
+        out.flush();
+        if (json.is_open()) {
+          writeJson(json, collective, "thinwire", bytes, worldSize, options.iterations, ours);
+          writeJson(json, collective, "mpi", bytes, worldSize, options.iterations, mpi);
+        }
       }
     }
   }
@@ -246,7 +448,13 @@ int runCommBench(const CommBenchOptions& options) {
   TW_MPI_CHECK(MPI_Allreduce(&localCorrect, &allCorrect, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
   if (rank == 0) {
     out << "# algbw, busbw in GB/s; ratio = thinwire busbw / MPI busbw\n";
-    if (!allCorrect) out << "# ERROR: a thinwire allreduce returned a wrong sum\n";
+    const bool onlyAllreduce =
+        options.collectives.size() == 1 && options.collectives[0] == Collective::kAllreduce;
+    if (!onlyAllreduce) {
+      out << "# busbw = algbw * 2(n-1)/n (allreduce), (n-1)/n (allgather, reduce_scatter), "
+             "1 (broadcast); S = allgather output, reduce_scatter input\n";
+    }
+    if (!allCorrect) out << "# ERROR: a thinwire collective returned a wrong result\n";
   }
   return allCorrect ? 0 : 1;
 }

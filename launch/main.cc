@@ -3,6 +3,7 @@
 //   thinwire train CONFIG [--set path=value]...      what every rank runs (under mpirun or srun)
 //   thinwire launch CONFIG [-n N] [--hostfile FILE] [--dry-run] [--set path=value]...
 //   thinwire bench comm [options]                    collective benchmark (run under mpirun)
+//   thinwire bench kernels [options]                 memory bandwidth and per-element kernels
 //   thinwire config-docs                             prints docs/config.md
 //   thinwire print-config CONFIG [--set ...]         the effective config, every key
 //
@@ -22,6 +23,7 @@
 #include "base/error.h"
 #include "base/logging.h"
 #include "bench/comm_bench.h"
+#include "bench/kernel_bench.h"
 #include "comm/local/local_communicator.h"
 #include "comm/mpi/mpi_communicator.h"
 #include "comm/mpi/mpi_environment.h"
@@ -41,8 +43,11 @@ commands:
       With comm.backend: local, runs launch.ranks ranks as threads in this process.
   launch CONFIG [-n N] [--hostfile FILE] [--dry-run] [--set path=value]...
       Build the mpirun command from the config's launch section, print it and run it.
-  bench comm [--sizes 4K,64M,...] [--iterations N] [--warmup N] [--json PATH]
-      Allreduce sweep, thinwire next to a direct MPI_Allreduce (run under mpirun).
+  bench comm [--sizes 4K,64M,...] [--collectives allreduce,allgather,...] [--iterations N]
+             [--warmup N] [--json PATH]
+      Collective sweep, thinwire next to the direct MPI call (run under mpirun).
+  bench kernels [--sizes 1M,64M] [--kernels LIST] [--iterations N] [--threads N] [--json PATH]
+      Memory bandwidth (STREAM triad) and per-element kernel throughput (single process).
   config-docs
       Print the reference of every config key (docs/config.md).
   print-config CONFIG [--set path=value]...
@@ -212,16 +217,24 @@ int commandLaunch(const std::vector<std::string>& args) {
 }
 
 int commandBench(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] != "comm") {
-    throw UsageError("bench needs a benchmark name: comm");
+  if (args.empty() || (args[0] != "comm" && args[0] != "kernels")) {
+    throw UsageError("bench needs a benchmark name: comm or kernels");
   }
-  if (args.size() > 1 && (args[1] == "--help" || args[1] == "-h")) {
+  const bool help = args.size() > 1 && (args[1] == "--help" || args[1] == "-h");
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (args[0] == "kernels") {
+    if (help) {
+      std::cout << bench::kKernelBenchUsage;
+      return 0;
+    }
+    const bench::KernelRegistry registry = bench::makeBuiltinKernelRegistry();
+    return bench::runKernelBench(bench::parseKernelBenchArgs(rest, registry), registry);
+  }
+  if (help) {
     std::cout << bench::kCommBenchUsage;
     return 0;
   }
-  bench::CommBenchOptions options =
-      bench::parseCommBenchArgs(std::vector<std::string>(args.begin() + 1, args.end()));
-  return bench::runCommBench(options);
+  return bench::runCommBench(bench::parseCommBenchArgs(rest));
 }
 
 int dispatch(const std::vector<std::string>& args) {

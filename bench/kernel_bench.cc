@@ -1,0 +1,531 @@
+#include "bench/kernel_bench.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <limits>
+#include <memory>
+#include <sstream>
+#include <utility>
+
+#include "base/error.h"
+#include "base/timer.h"
+#include "bench/comm_bench.h"
+
+namespace thinwire::bench {
+namespace {
+
+// Note [Kernel roofline]
+// A per-element kernel over data far larger than the caches cannot run faster than memory
+// bandwidth / bytes it must move per element. STREAM triad (a = b + s*c) is the best case a plain
+// loop reaches on this machine: two read streams, one write stream, counted as 12 bytes per
+// element as STREAM does (the write-allocate read of `a` is not counted). So a kernel's roofline
+// is triad bandwidth / KernelSpec::bytesPerElement elements per second, and its fraction of the
+// roofline is (elements/s * bytesPerElement) / triad bandwidth. The best triad pass is the
+// ceiling; kernels are reported at their median, so the fraction is conservative. Inputs that fit
+// in the caches can exceed 1.0: the roofline is about memory, not cache, bandwidth.
+
+// Below this many elements per thread a parallel loop costs more than it saves.
+constexpr int64_t kGrainSize = int64_t{1} << 15;
+// The sampled threshold never estimates from fewer samples than this (or numel, if smaller).
+constexpr int64_t kMinSamples = 4096;
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  size_t middle = values.size() / 2;
+  return values.size() % 2 == 1 ? values[middle] : 0.5 * (values[middle - 1] + values[middle]);
+}
+
+std::string formatBytes(int64_t bytes) {
+  std::ostringstream out;
+  if (bytes >= (int64_t{1} << 20) && bytes % (int64_t{1} << 20) == 0) {
+    out << (bytes >> 20) << " MB";
+  } else if (bytes >= 1024 && bytes % 1024 == 0) {
+    out << (bytes >> 10) << " KB";
+  } else {
+    out << bytes << " B";
+  }
+  return out.str();
+}
+
+// Restores the ATen intra-op thread count on scope exit.
+class NumThreadsGuard {
+ public:
+  explicit NumThreadsGuard(int threads) : previous_(at::get_num_threads()) {
+    at::set_num_threads(threads);
+  }
+  ~NumThreadsGuard() { at::set_num_threads(previous_); }
+  NumThreadsGuard(const NumThreadsGuard&) = delete;
+  NumThreadsGuard& operator=(const NumThreadsGuard&) = delete;
+
+ private:
+  int previous_;
+};
+
+struct Timing {
+  double best = 0;    // seconds
+  double median = 0;  // seconds
+};
+
+Timing timeRuns(const KernelRun& run, int warmup, int iterations) {
+  for (int i = 0; i < warmup; ++i) run();
+  std::vector<double> seconds;
+  seconds.reserve(iterations);
+  for (int i = 0; i < iterations; ++i) {
+    Stopwatch watch;
+    run();
+    seconds.push_back(watch.seconds());
+  }
+  return {*std::min_element(seconds.begin(), seconds.end()), median(seconds)};
+}
+
+void triad(float* __restrict a,
+           const float* __restrict b,
+           const float* __restrict c,
+           float scale,
+           int64_t numel) {
+  at::parallel_for(0, numel, kGrainSize, [=](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) a[i] = b[i] + scale * c[i];
+  });
+}
+
+// e = e + g; out = e * scale, one pass: reads e and g, writes e and out (16 bytes per element).
+void residualAddScale(float* __restrict residual,
+                      const float* __restrict gradient,
+                      float* __restrict out,
+                      float scale,
+                      int64_t numel) {
+  at::parallel_for(0, numel, kGrainSize, [=](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float e = residual[i] + gradient[i];
+      residual[i] = e;
+      out[i] = e * scale;
+    }
+  });
+}
+
+// Keeps x[i] with |x[i]| >= threshold for i in [begin, end), writing positions and values from
+// `indices` / `values` on (at most end - begin entries); returns how many. See Note [Mask pass].
+int64_t maskPass(const float* __restrict x,
+                 int64_t begin,
+                 int64_t end,
+                 float threshold,
+                 int32_t* __restrict indices,
+                 float* __restrict values) {
+  // Note [Mask pass]
+  // At 1 % density most 16-element blocks hold nothing, so each block is first tested as a whole
+  // with 4-lane integer compares: for non-negative IEEE floats the bit patterns order like the
+  // values, so |x| >= threshold is (bits & 0x7fffffff) >= bits(threshold). GCC does not vectorize
+  // that test when written as a scalar loop (it unrolls the 16 iterations first), hence the
+  // vector extension. A NaN passes the block test but never the exact test below. A block with a
+  // hit is compacted without branches: every element is written at `count`, which only advances
+  // past kept ones, and never beyond the element's own offset in [begin, end).
+  using Lanes = int32_t __attribute__((vector_size(16)));
+  constexpr int64_t kBlock = 16;
+  int32_t thresholdBits = 0;
+  std::memcpy(&thresholdBits, &threshold, sizeof(thresholdBits));
+  // SSE2 has no integer >=; x >= t is x > t - 1 (t >= 0 here, so t - 1 does not wrap).
+  const int32_t below = thresholdBits - 1;
+  const Lanes limit = {below, below, below, below};
+  const Lanes magnitudeMask = {0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff};
+  int64_t count = 0;
+  int64_t i = begin;
+  for (; i + kBlock <= end; i += kBlock) {
+    Lanes any = {0, 0, 0, 0};
+    for (int64_t lane = 0; lane < kBlock; lane += 4) {
+      Lanes bits;
+      std::memcpy(&bits, x + i + lane, sizeof(bits));
+      any |= (bits & magnitudeMask) > limit;
+    }
+    uint64_t halves[2];  // two 64-bit moves instead of four lane extractions
+    std::memcpy(halves, &any, sizeof(halves));
+    if ((halves[0] | halves[1]) == 0) continue;
+    for (int64_t j = i; j < i + kBlock; ++j) {
+      indices[count] = static_cast<int32_t>(j);
+      values[count] = x[j];
+      count += std::fabs(x[j]) >= threshold ? 1 : 0;
+    }
+  }
+  for (; i < end; ++i) {
+    if (std::fabs(x[i]) >= threshold) {
+      indices[count] = static_cast<int32_t>(i);
+      values[count] = x[i];
+      ++count;
+    }
+  }
+  return count;
+}
+
+int64_t topFraction(double ratio, int64_t numel) {
+  return std::max<int64_t>(1, static_cast<int64_t>(std::floor(ratio * static_cast<double>(numel))));
+}
+
+void addCastKernels(KernelRegistry& registry) {
+  // What the fp16/bf16 compressors do on the way out (x.to(kHalf)) and back, and what the MPI
+  // 16-bit reduction does per pair (widen, add, round back).
+  const std::pair<at::ScalarType, const char*> kTypes[] = {{at::kHalf, "f16"},
+                                                           {at::kBFloat16, "bf16"}};
+  for (const auto& [dtype, suffix] : kTypes) {
+    const at::ScalarType type = dtype;
+    registry.add({std::string("f32_to_") + suffix,
+                  std::string("float32 -> ") + suffix + " cast (ATen copy_), 4 + 2 B/elem", 6.0,
+                  [type](const at::Tensor& input) -> KernelRun {
+                    at::Tensor narrow = at::empty(input.sizes(), input.options().dtype(type));
+                    return [input, narrow]() mutable { narrow.copy_(input); };
+                  }});
+    registry.add({std::string(suffix) + "_to_f32",
+                  std::string(suffix) + " -> float32 cast (ATen copy_), 2 + 4 B/elem", 6.0,
+                  [type](const at::Tensor& input) -> KernelRun {
+                    at::Tensor narrow = input.to(type);
+                    at::Tensor wide = at::empty_like(input);
+                    return [narrow, wide]() mutable { wide.copy_(narrow); };
+                  }});
+  }
+}
+
+void addErrorFeedbackKernels(KernelRegistry& registry) {
+  // The shape of an error-feedback step: e = e + g; out = e * s. 16 B/elem: read e, g; write e,
+  // out. The ATen form runs it as two passes (add_, mul_out) and moves 20 B/elem.
+  constexpr float kScale = 0.25f;
+  auto prepareBuffers = [](const at::Tensor& input) {
+    return std::make_pair(input.mul(0.5f), at::empty_like(input));
+  };
+  registry.add({"ef_add_scale_fused", "e = e + g; out = e * s as one plain loop, 16 B/elem", 16.0,
+                [prepareBuffers](const at::Tensor& input) -> KernelRun {
+                  auto [residual, out] = prepareBuffers(input);
+                  return [input, residual = residual, out = out]() mutable {
+                    residualAddScale(residual.data_ptr<float>(), input.data_ptr<float>(),
+                                     out.data_ptr<float>(), kScale, input.numel());
+                  };
+                }});
+  registry.add({"ef_add_scale_aten", "e.add_(g); mul_out(out, e, s): two ATen passes, 20 B/elem",
+                16.0, [prepareBuffers](const at::Tensor& input) -> KernelRun {
+                  auto [residual, out] = prepareBuffers(input);
+                  return [input, residual = residual, out = out]() mutable {
+                    residual.add_(input);
+                    at::mul_out(out, residual, at::Scalar(kScale));
+                  };
+                }});
+}
+
+void addSelectionKernels(KernelRegistry& registry) {
+  // Selecting the 1 % largest magnitudes must read the input once: 4 B/elem (the k-element
+  // output is negligible). The exact form materialises |x| first, as a compressor would.
+  constexpr double kRatio = 0.01;
+  registry.add({"topk_exact_1pct",
+                "abs_out + at::topk(k = 1 %, unsorted) + index_select of the values, 4 B/elem", 4.0,
+                [](const at::Tensor& input) -> KernelRun {
+                  const int64_t k = topFraction(kRatio, input.numel());
+                  at::Tensor magnitude = at::empty_like(input);
+                  at::Tensor topValues = at::empty({k}, input.options());
+                  at::Tensor topIndices = at::empty({k}, input.options().dtype(at::kLong));
+                  at::Tensor selected = at::empty({k}, input.options());
+                  return [input, magnitude, topValues, topIndices, selected, k]() mutable {
+                    at::abs_out(magnitude, input);
+                    at::topk_out(topValues, topIndices, magnitude, k, /*dim=*/0,
+                                 /*largest=*/true, /*sorted=*/false);
+                    at::index_select_out(selected, input, 0, topIndices);
+                  };
+                }});
+  registry.add({"sampled_threshold_1pct",
+                "threshold from a 1 % random sample, then one mask pass (DGC-style), 4 B/elem", 4.0,
+                [](const at::Tensor& input) -> KernelRun {
+                  auto selector = std::make_shared<SampledThresholdSelector>(
+                      SampledThresholdOptions{kRatio, 0.01, /*seed=*/1});
+                  return [input, selector]() { (void)selector->select(input); };
+                }});
+}
+
+std::vector<std::string> splitNames(const std::string& flag, const std::string& text) {
+  TW_CHECK(!text.empty() && text.back() != ',', flag, ": '", text,
+           "' is not a comma-separated list of names");
+  std::vector<std::string> names;
+  std::stringstream list(text);
+  std::string item;
+  while (std::getline(list, item, ',')) names.push_back(item);
+  return names;
+}
+
+void checkSizeBytes(const char* what, int64_t bytes) {
+  TW_CHECK(bytes >= 4 && bytes % 4 == 0, what, ": ", bytes,
+           " bytes is not a positive multiple of 4 (float32 elements)");
+  TW_CHECK(bytes / 4 <= INT32_MAX, what, ": ", bytes, " bytes is more than INT32_MAX elements");
+}
+
+}  // namespace
+
+void KernelRegistry::add(KernelSpec spec) {
+  TW_CHECK(!spec.name.empty(), "KernelRegistry::add: empty kernel name");
+  TW_CHECK(find(spec.name) == nullptr, "KernelRegistry::add: kernel '", spec.name,
+           "' is already registered");
+  TW_CHECK(spec.bytesPerElement > 0, "KernelRegistry::add: kernel '", spec.name,
+           "' has bytesPerElement = ", spec.bytesPerElement, ", expected > 0");
+  TW_CHECK(static_cast<bool>(spec.prepare), "KernelRegistry::add: kernel '", spec.name,
+           "' has no prepare function");
+  kernels_.push_back(std::move(spec));
+}
+
+const KernelSpec* KernelRegistry::find(const std::string& name) const {
+  for (const KernelSpec& spec : kernels_) {
+    if (spec.name == name) return &spec;
+  }
+  return nullptr;
+}
+
+std::string KernelRegistry::names() const {
+  std::string joined;
+  for (const KernelSpec& spec : kernels_) {
+    if (!joined.empty()) joined += ", ";
+    joined += spec.name;
+  }
+  return joined;
+}
+
+KernelRegistry makeBuiltinKernelRegistry() {
+  KernelRegistry registry;
+  addCastKernels(registry);
+  addErrorFeedbackKernels(registry);
+  addSelectionKernels(registry);
+  return registry;
+}
+
+SampledThresholdSelector::SampledThresholdSelector(SampledThresholdOptions options)
+    : options_(options), random_(options.seed) {
+  TW_CHECK(options.ratio > 0 && options.ratio <= 1,
+           "SampledThresholdSelector: ratio = ", options.ratio, ", expected in (0, 1]");
+  TW_CHECK(options.sampleRatio > 0 && options.sampleRatio <= 1,
+           "SampledThresholdSelector: sampleRatio = ", options.sampleRatio, ", expected in (0, 1]");
+}
+
+SparseSelection SampledThresholdSelector::select(const at::Tensor& input) {
+  TW_CHECK(input.device().is_cpu() && input.scalar_type() == at::kFloat && input.is_contiguous(),
+           "SampledThresholdSelector::select: input must be a contiguous float32 CPU tensor, got ",
+           input.toString(), input.is_contiguous() ? "" : " (not contiguous)");
+  const int64_t numel = input.numel();
+  TW_CHECK(numel >= 1 && numel <= INT32_MAX, "SampledThresholdSelector::select: numel = ", numel,
+           ", expected in [1, ", INT32_MAX, "]");
+  const float* x = input.data_ptr<float>();
+
+  // Threshold: the ceil(ratio * samples)-th largest sampled magnitude. NaN samples count as -1 so
+  // that they are never chosen and the ordering stays strict-weak.
+  const int64_t samples = std::min<int64_t>(
+      numel,
+      std::max<int64_t>(kMinSamples, static_cast<int64_t>(std::ceil(options_.sampleRatio *
+                                                                    static_cast<double>(numel)))));
+  // Strided, as DGC samples: every stride-th element from a random start. A constant stride lets
+  // the hardware prefetcher run ahead (a random position per stratum measured 6x slower on a
+  // 64 MB input); an odd stride cannot alias with a power-of-two row length.
+  int64_t stride = std::max<int64_t>(1, numel / samples);
+  if (stride > 1) stride |= 1;
+  const int64_t taken = std::min<int64_t>(samples, (numel - 1) / stride + 1);
+  const uint64_t starts = static_cast<uint64_t>(numel - (taken - 1) * stride);  // in [1, 2^31)
+  // Multiply-shift maps 32 random bits onto [0, starts) without a division.
+  const int64_t first = static_cast<int64_t>(((random_() >> 32) * starts) >> 32);
+  sample_.resize(taken);
+  for (int64_t s = 0; s < taken; ++s) {
+    const float magnitude = std::fabs(x[first + s * stride]);
+    sample_[s] = std::isnan(magnitude) ? -1.0f : magnitude;
+  }
+  const int64_t rank = std::max<int64_t>(
+      1, std::min<int64_t>(
+             taken, static_cast<int64_t>(std::ceil(options_.ratio * static_cast<double>(taken)))));
+  std::nth_element(sample_.begin(), sample_.begin() + (rank - 1), sample_.end(), std::greater<>());
+  // An all-NaN sample gives -1; +inf then keeps only infinities rather than everything.
+  const float threshold =
+      sample_[rank - 1] >= 0 ? sample_[rank - 1] : std::numeric_limits<float>::infinity();
+
+  if (!indices_.defined() || indices_.numel() < numel) {
+    indices_ = at::empty({numel}, at::kInt);
+    values_ = at::empty({numel}, at::kFloat);
+  }
+  int32_t* indices = indices_.data_ptr<int32_t>();
+  float* values = values_.data_ptr<float>();
+
+  // Mask pass in contiguous chunks, one per thread: chunk c writes from its own start offset (the
+  // buffers hold numel entries, so no chunk can overflow into the next), then the chunks are
+  // moved down to be adjacent, which keeps the indices ascending.
+  const int64_t chunks =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), numel / kGrainSize));
+  const int64_t chunkSize = (numel + chunks - 1) / chunks;
+  chunkCounts_.assign(chunks, 0);
+  at::parallel_for(0, chunks, 1, [&](int64_t firstChunk, int64_t endChunk) {
+    for (int64_t c = firstChunk; c < endChunk; ++c) {
+      const int64_t begin = c * chunkSize;
+      const int64_t end = std::min(numel, begin + chunkSize);
+      if (begin < end) {
+        chunkCounts_[c] = maskPass(x, begin, end, threshold, indices + begin, values + begin);
+      }
+    }
+  });
+  int64_t count = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = c * chunkSize;
+    if (count != begin) {
+      std::copy(indices + begin, indices + begin + chunkCounts_[c], indices + count);
+      std::copy(values + begin, values + begin + chunkCounts_[c], values + count);
+    }
+    count += chunkCounts_[c];
+  }
+  return {indices_.narrow(0, 0, count), values_.narrow(0, 0, count), threshold};
+}
+
+KernelBenchOptions parseKernelBenchArgs(const std::vector<std::string>& args,
+                                        const KernelRegistry& registry) {
+  KernelBenchOptions options;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string flag = args[i];
+    std::string value;
+    size_t equals = flag.find('=');
+    if (equals != std::string::npos) {
+      value = flag.substr(equals + 1);
+      flag = flag.substr(0, equals);
+    } else if (flag == "--sizes" || flag == "--kernels" || flag == "--iterations" ||
+               flag == "--warmup" || flag == "--threads" || flag == "--triad-size" ||
+               flag == "--json") {
+      TW_CHECK(i + 1 < args.size(), flag, " needs a value\n", kKernelBenchUsage);
+      value = args[++i];
+    }
+    if (flag == "--sizes") {
+      options.sizesBytes = parseSizeList(flag, value);
+      for (int64_t bytes : options.sizesBytes) checkSizeBytes("--sizes", bytes);
+    } else if (flag == "--kernels") {
+      options.kernels.clear();
+      for (const std::string& name : splitNames(flag, value)) {
+        TW_CHECK(registry.find(name) != nullptr, "--kernels: unknown kernel '", name,
+                 "', expected one of ", registry.names());
+        TW_CHECK(std::find(options.kernels.begin(), options.kernels.end(), name) ==
+                     options.kernels.end(),
+                 "--kernels: '", name, "' is listed twice");
+        options.kernels.push_back(name);
+      }
+    } else if (flag == "--iterations") {
+      options.iterations = parseCount(flag, value, 1, 1000000);
+    } else if (flag == "--warmup") {
+      options.warmup = parseCount(flag, value, 0, 1000000);
+    } else if (flag == "--threads") {
+      options.threads = parseCount(flag, value, 1, 1024);
+    } else if (flag == "--triad-size") {
+      options.triadBytes = parseByteSize(flag, value);
+      checkSizeBytes("--triad-size", options.triadBytes);
+    } else if (flag == "--json") {
+      TW_CHECK(!value.empty(), "--json needs a path");
+      options.jsonPath = value;
+    } else {
+      TW_THROW(InvalidArgument, "unknown argument '", args[i], "'\n", kKernelBenchUsage);
+    }
+  }
+  return options;
+}
+
+int runKernelBench(const KernelBenchOptions& options, const KernelRegistry& registry) {
+  TW_CHECK(options.iterations >= 1, "kernel bench: iterations = ", options.iterations,
+           ", expected >= 1");
+  TW_CHECK(options.warmup >= 0, "kernel bench: warmup = ", options.warmup, ", expected >= 0");
+  TW_CHECK(options.threads >= 1, "kernel bench: threads = ", options.threads, ", expected >= 1");
+  TW_CHECK(!options.sizesBytes.empty(), "kernel bench: no sizes");
+  for (int64_t bytes : options.sizesBytes) checkSizeBytes("kernel bench: size", bytes);
+  checkSizeBytes("kernel bench: triad size", options.triadBytes);
+  std::vector<const KernelSpec*> selected;
+  if (options.kernels.empty()) {
+    for (const KernelSpec& spec : registry.kernels()) selected.push_back(&spec);
+  } else {
+    for (const std::string& name : options.kernels) {
+      const KernelSpec* spec = registry.find(name);
+      TW_CHECK(spec != nullptr, "kernel bench: unknown kernel '", name, "', expected one of ",
+               registry.names());
+      selected.push_back(spec);
+    }
+  }
+  std::ostream& out = options.out != nullptr ? *options.out : std::cout;
+  std::ofstream json;
+  if (!options.jsonPath.empty()) {
+    json.open(options.jsonPath, std::ios::out | std::ios::trunc);
+    TW_CHECK(json.good(), "kernel bench: cannot open --json path '", options.jsonPath, "'");
+  }
+  NumThreadsGuard threadsGuard(options.threads);
+
+  // Memory bandwidth. Filling b and c touches every page before timing, so page faults are not
+  // measured.
+  const int64_t triadNumel = options.triadBytes / 4;
+  double triadBest = 0;
+  {
+    at::Tensor a = at::zeros({triadNumel}, at::kFloat);
+    at::Tensor b = at::full({triadNumel}, 1.0f, at::kFloat);
+    at::Tensor c = at::full({triadNumel}, 2.0f, at::kFloat);
+    float* aData = a.data_ptr<float>();
+    const float* bData = b.data_ptr<float>();
+    const float* cData = c.data_ptr<float>();
+    Timing timing = timeRuns([&]() { triad(aData, bData, cData, 3.0f, triadNumel); },
+                             options.warmup, options.iterations);
+    TW_ASSERT(aData[0] == 7.0f && aData[triadNumel - 1] == 7.0f, "triad result ", aData[0]);
+    const double bytes = 12.0 * static_cast<double>(triadNumel);
+    triadBest = bytes / timing.best;
+    out << "# STREAM triad a = b + s*c: 3 x " << formatBytes(options.triadBytes) << " float32, "
+        << options.threads << " thread(s), " << options.iterations << " passes: best " << std::fixed
+        << std::setprecision(2) << triadBest / 1e9 << " GB/s, median "
+        << bytes / timing.median / 1e9 << " GB/s (12 B/elem)\n";
+    if (json.is_open()) {
+      json << "{\"bench\":\"kernels\",\"kernel\":\"triad\",\"size_bytes\":" << options.triadBytes
+           << ",\"numel\":" << triadNumel
+           << ",\"bytes_per_element\":12,\"threads\":" << options.threads
+           << ",\"iterations\":" << options.iterations << std::setprecision(9) << std::defaultfloat
+           << ",\"best_s\":" << timing.best << ",\"median_s\":" << timing.median
+           << ",\"best_gbps\":" << triadBest / 1e9
+           << ",\"median_gbps\":" << bytes / timing.median / 1e9 << "}\n";
+    }
+  }
+
+  out << "# kernels: median of " << options.iterations << " (after " << options.warmup
+      << " warm-up); GB/s of float32 input; roofline = triad best / B/elem\n"
+      << std::left << std::setw(24) << "kernel" << std::right << std::setw(9) << "size"
+      << std::setw(8) << "B/elem" << std::setw(12) << "median s" << std::setw(9) << "GB/s"
+      << std::setw(9) << "Gelem/s" << std::setw(10) << "roofline"
+      << "\n";
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(/*seed_in=*/42);
+  for (int64_t bytes : options.sizesBytes) {
+    const int64_t numel = bytes / 4;
+    const at::Tensor input = at::randn({numel}, generator, at::TensorOptions(at::kFloat));
+    for (const KernelSpec* spec : selected) {
+      Timing timing;
+      {
+        KernelRun run = spec->prepare(input);
+        timing = timeRuns(run, options.warmup, options.iterations);
+      }
+      const double elementsPerSecond = static_cast<double>(numel) / timing.median;
+      const double inputGbps = static_cast<double>(bytes) / timing.median / 1e9;
+      const double roofline = elementsPerSecond * spec->bytesPerElement / triadBest;
+      out << std::left << std::setw(24) << spec->name << std::right << std::setw(9)
+          << formatBytes(bytes) << std::fixed << std::setprecision(0) << std::setw(8)
+          << spec->bytesPerElement << std::scientific << std::setprecision(3) << std::setw(12)
+          << timing.median << std::fixed << std::setprecision(2) << std::setw(9) << inputGbps
+          << std::setw(9) << elementsPerSecond / 1e9 << std::setw(10) << roofline << "\n";
+      out.flush();
+      if (json.is_open()) {
+        json << "{\"bench\":\"kernels\",\"kernel\":\"" << spec->name
+             << "\",\"size_bytes\":" << bytes << ",\"numel\":" << numel << std::setprecision(9)
+             << std::defaultfloat << ",\"bytes_per_element\":" << spec->bytesPerElement
+             << ",\"threads\":" << options.threads << ",\"iterations\":" << options.iterations
+             << ",\"best_s\":" << timing.best << ",\"median_s\":" << timing.median
+             << ",\"input_gbps\":" << inputGbps << ",\"elements_per_s\":" << elementsPerSecond
+             << ",\"roofline_fraction\":" << roofline << "}\n";
+      }
+    }
+  }
+  for (const KernelSpec* spec : selected)
+    out << "# " << spec->name << ": " << spec->description << "\n";
+  if (json.is_open()) {
+    json.flush();
+    if (!json.good()) TW_THROW(Error, "kernel bench: writing '", options.jsonPath, "' failed");
+  }
+  return 0;
+}
+
+}  // namespace thinwire::bench
