@@ -8,6 +8,7 @@
 //   thinwire print-config CONFIG [--set ...]         the effective config, every key
 //
 // Exit codes: 0 success, 1 runtime failure (data, communication, timeout), 2 bad usage or config.
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -126,6 +128,16 @@ std::string blasInUse() {
   return out.empty() ? "none mapped" : out;
 }
 
+// libtorch seeds its default CPU generator from /dev/urandom, so anything drawing from it (and
+// the rank state that checkpoints save) would differ from run to run. Seeded from run.seed and
+// the rank, a job and its checkpoints are reproducible bit for bit.
+void seedDefaultGenerator(int64_t seed, int rank) {
+  auto generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_current_seed(static_cast<uint64_t>(seed) * 0x9E3779B97F4A7C15ULL +
+                             static_cast<uint64_t>(rank) + 1);
+}
+
 int runRank(const core::Config& config,
             comm::Communicator& comm,
             Logger& log,
@@ -163,6 +175,8 @@ int commandTrain(const std::vector<std::string>& args) {
   const LogLevel level = parseLogLevel(config.run.logLevel);
 
   if (config.comm.backend == "local") {
+    // Threads share libtorch's one default generator: seeded once, per job.
+    seedDefaultGenerator(config.run.seed, 0);
     const int ranks = static_cast<int>(config.launch.ranks);
     auto world = comm::makeLocalWorld(ranks);
     std::vector<std::unique_ptr<Logger>> logs;
@@ -185,6 +199,7 @@ int commandTrain(const std::vector<std::string>& args) {
 
   auto environment = std::make_shared<comm::MpiEnvironment>();
   comm::MpiCommunicator comm(environment);
+  seedDefaultGenerator(config.run.seed, comm.rank());
   Logger log({.rank = comm.rank(), .level = level});
   if (comm.rank() == 0) log.info("BLAS: ", blasInUse());
   return runRank(config, comm, log,

@@ -4,6 +4,7 @@
 #   multirank  ranks as threads over the local backend, against single-process references
 #   mpi        real mpiexec -n 1..7 (needs Open MPI)
 #   fault      kills a rank of a real mpirun job; the others must fail fast
+#   netem      multi-host launches over emulated networks (root, iproute2, network namespaces)
 # A tier whose requirements are missing is reported as not run; it never counts as passed.
 #   scripts/test.sh [extra ctest args]      e.g. -R Config
 set -euo pipefail
@@ -16,5 +17,19 @@ if command -v mpiexec >/dev/null; then
   labels+="|mpi|fault"
 else
   echo "test.sh: mpiexec not found: the mpi and fault tiers do not run" >&2
+fi
+# The netem tier needs to create network namespaces: probe for that rather than guess.
+netem_probe=twnet$$-probe
+if [[ $(id -u) -ne 0 ]]; then
+  echo "test.sh: not root: the netem tier (network namespaces) does not run" >&2
+elif ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
+  echo "test.sh: iproute2 (ip, tc) missing: the netem tier does not run" >&2
+elif ! command -v mpiexec >/dev/null; then
+  echo "test.sh: mpiexec missing: the netem tier does not run" >&2
+elif ! ip netns add "$netem_probe" 2>/dev/null; then
+  echo "test.sh: cannot create a network namespace here: the netem tier does not run" >&2
+else
+  ip netns del "$netem_probe"
+  labels+="|netem"
 fi
 ctest --test-dir build/release -L "^($labels)\$" --output-on-failure -j "${THINWIRE_TEST_JOBS:-2}" "$@"
