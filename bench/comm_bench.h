@@ -2,8 +2,8 @@
 //
 // `thinwire bench comm`: collectives (float32) of thinwire's MpiCommunicator against the direct
 // MPI call on the same buffers, in the same run (nccl-tests style): allreduce (sum) against
-// MPI_Allreduce, allgather against MPI_Allgather, reduce_scatter (sum) against
-// MPI_Reduce_scatter_block and broadcast (root 0) against MPI_Bcast. For each collective and size
+// MPI_Allreduce, allgather against MPI_Allgather, reduce_scatter (sum, equal blocks) against
+// MPI_Reduce_scatter and broadcast (root 0) against MPI_Bcast. For each collective and size
 // the two are interleaved, alternating which goes first on each repetition so that drift
 // (thermal, other jobs on the machine) hits both alike; each repetition's time is the slowest
 // rank's, and the reported time is the median over repetitions. Rank 0 prints one table per
@@ -51,7 +51,7 @@ inline constexpr const char kCommBenchUsage[] =
 enum class Collective {
   kAllreduce,      // sum; MPI_Allreduce
   kAllgather,      // equal blocks; MPI_Allgather
-  kReduceScatter,  // sum, equal blocks; MPI_Reduce_scatter_block
+  kReduceScatter,  // sum, equal blocks; MPI_Reduce_scatter
   kBroadcast,      // root 0; MPI_Bcast
 };
 
