@@ -319,7 +319,7 @@ CommBenchOptions parseCommBenchArgs(const std::vector<std::string>& args) {
       value = flag.substr(equals + 1);
       flag = flag.substr(0, equals);
     } else if (flag == "--sizes" || flag == "--iterations" || flag == "--warmup" ||
-               flag == "--json" || flag == "--collectives") {
+               flag == "--json" || flag == "--collectives" || flag == "--allreduce") {
       TW_CHECK(i + 1 < args.size(), flag, " needs a value\n", kCommBenchUsage);
       value = args[++i];
     }
@@ -342,6 +342,10 @@ CommBenchOptions parseCommBenchArgs(const std::vector<std::string>& args) {
       options.iterations = parseCount(flag, value, 1, 1000000);
     } else if (flag == "--warmup") {
       options.warmup = parseCount(flag, value, 0, 1000000);
+    } else if (flag == "--allreduce") {
+      TW_CHECK(value == "ring" || value == "mpi", "--allreduce must be ring or mpi, got '", value,
+               "'");
+      options.ring = value == "ring";
     } else if (flag == "--json") {
       TW_CHECK(!value.empty(), "--json needs a path");
       options.jsonPath = value;
@@ -362,7 +366,9 @@ int runCommBench(const CommBenchOptions& options) {
              " bytes is not a positive multiple of 4 (float32 elements)");
   }
   auto environment = std::make_shared<comm::MpiEnvironment>();
-  comm::MpiCommunicator communicator(environment);
+  comm::MpiCommunicatorOptions commOptions;
+  if (!options.ring) commOptions.ringMinBytes = 0;
+  comm::MpiCommunicator communicator(environment, commOptions);
   const int rank = communicator.rank();
   const int worldSize = communicator.worldSize();
   std::ostream& out = options.out != nullptr ? *options.out : std::cout;
@@ -379,6 +385,12 @@ int runCommBench(const CommBenchOptions& options) {
       if (!firstTable) out << "\n";
       printHeader(out, collective, worldSize, options.iterations, options.warmup);
       if (firstTable) out << "# " << comm::MpiEnvironment::libraryVersion() << "\n";
+      if (collective == Collective::kAllreduce) {
+        out << "# thinwire allreduce: "
+            << (options.ring ? "ring for sums >= 256 KiB (--allreduce ring)"
+                             : "MPI_Allreduce (--allreduce mpi)")
+            << "\n";
+      }
       out << std::setw(10) << "size"
           << " | " << std::setw(11) << "thinwire s" << std::setw(9) << "algbw" << std::setw(9)
           << "busbw"

@@ -36,6 +36,7 @@ namespace thinwire::bench {
 inline constexpr const char kCommBenchUsage[] =
     "usage: mpirun -n N thinwire bench comm [--sizes LIST] [--collectives LIST]\n"
     "                                       [--iterations N] [--warmup N] [--json PATH]\n"
+    "                                       [--allreduce ring|mpi]\n"
     "  Times float32 collectives of thinwire's MPI communicator against the direct MPI\n"
     "  call on the same buffers, interleaved in one run.\n"
     "  --sizes LIST        comma-separated message sizes in bytes, with optional K/M/G suffix\n"
@@ -46,7 +47,9 @@ inline constexpr const char kCommBenchUsage[] =
     "  --iterations N      timed repetitions per size and implementation (default 20); the\n"
     "                      median is reported\n"
     "  --warmup N          untimed repetitions first (default 3)\n"
-    "  --json PATH         rank 0 writes one JSON object per (collective, size, implementation)\n";
+    "  --json PATH         rank 0 writes one JSON object per (collective, size, implementation)\n"
+    "  --allreduce ALG     thinwire's algorithm for float32 sums >= 256 KiB (comm.allreduce):\n"
+    "                      ring (default) or mpi (then the table is the communicator's overhead)\n";
 
 enum class Collective {
   kAllreduce,      // sum; MPI_Allreduce
@@ -76,6 +79,7 @@ struct CommBenchOptions {
   int iterations = 20;          // timed repetitions per size and implementation (>= 1)
   int warmup = 3;               // untimed repetitions per size and implementation (>= 0)
   std::string jsonPath;         // empty: no JSON output
+  bool ring = true;             // --allreduce ring|mpi: thinwire's large-sum algorithm
   std::ostream* out = nullptr;  // rank 0's table; nullptr means std::cout. Not owned.
 };
 

@@ -88,11 +88,12 @@ struct OptimConfig {
 };
 
 struct CommConfig {
-  std::string backend = "mpi";   // comm.backend: mpi|local
-  double bucketMb = 4.0;         // comm.bucket_mb: gradient bucket size in MiB
-  double timeoutS = 300.0;       // comm.timeout_s: bound on every collective wait
-  bool gradientSync = true;      // comm.gradient_sync: false = compute-only benchmark mode
-  std::string overlap = "auto";  // comm.overlap: auto|on|off, start buckets during backward
+  std::string backend = "mpi";     // comm.backend: mpi|local
+  double bucketMb = 4.0;           // comm.bucket_mb: gradient bucket size in MiB
+  double timeoutS = 300.0;         // comm.timeout_s: bound on every collective wait
+  bool gradientSync = true;        // comm.gradient_sync: false = compute-only benchmark mode
+  std::string overlap = "auto";    // comm.overlap: auto|on|off, start buckets during backward
+  std::string allreduce = "auto";  // comm.allreduce: auto|ring|mpi, large-bucket algorithm
 };
 
 struct LaunchConfig {

@@ -198,12 +198,22 @@ int commandTrain(const std::vector<std::string>& args) {
   }
 
   auto environment = std::make_shared<comm::MpiEnvironment>();
-  comm::MpiCommunicator comm(environment);
+  const comm::WorldInfo world = comm::WorldInfo::fromEnvironment();
+  comm::MpiCommunicatorOptions commOptions;
+  // comm.allreduce: auto takes the ring where bytes cross a network (see docs/config.md).
+  const bool ring = config.comm.allreduce == "ring" ||
+                    (config.comm.allreduce == "auto" &&
+                     (config.launch.transport == "tcp" || world.localSize < world.worldSize));
+  if (!ring) commOptions.ringMinBytes = 0;
+  comm::MpiCommunicator comm(environment, commOptions);
   seedDefaultGenerator(config.run.seed, comm.rank());
   Logger log({.rank = comm.rank(), .level = level});
   if (comm.rank() == 0) log.info("BLAS: ", blasInUse());
-  return runRank(config, comm, log,
-                 {.ranksOnThisHost = std::max(1, comm::WorldInfo::fromEnvironment().localSize)});
+  if (comm.rank() == 0) {
+    log.info("large-bucket allreduce: ", ring ? "ring" : "MPI_Allreduce",
+             " (comm.allreduce: ", config.comm.allreduce, ")");
+  }
+  return runRank(config, comm, log, {.ranksOnThisHost = std::max(1, world.localSize)});
 }
 
 int commandLaunch(const std::vector<std::string>& args) {
