@@ -119,14 +119,14 @@ void GradSync::launch(Bucket& bucket) {
   stats_.bytesSent += bucket.flat.numel() * 4;
 }
 
-void GradSync::finish() {
-  if (!armed_) return;
+bool GradSync::finish(const BucketDone& onBucketDone) {
+  if (!armed_) return false;
   launchReadyBuckets(/*force=*/true);
-  Stopwatch watch;
-  for (auto& bucket : buckets_) bucket.work->wait(options_.timeout);
-  stats_.waitSeconds += watch.seconds();
   at::NoGradGuard noGrad;
   for (auto& bucket : buckets_) {
+    Stopwatch watch;
+    bucket.work->wait(options_.timeout);
+    stats_.waitSeconds += watch.seconds();
     for (size_t k : bucket.parameters) {
       at::Tensor& param = parameters_[k].tensor;
       at::Tensor averaged =
@@ -137,9 +137,11 @@ void GradSync::finish() {
         param.mutable_grad() = averaged.clone();
       }
     }
+    if (onBucketDone) onBucketDone(bucket.parameters);
   }
   armed_ = false;
   inFlight_ = false;
+  return true;
 }
 
 }  // namespace thinwire::core

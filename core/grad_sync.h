@@ -24,6 +24,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -58,9 +59,17 @@ class GradSync {
   // Arms (synchronize = true) or disarms the hooks for the next backward. A disarmed backward
   // just accumulates into .grad() (gradient-accumulation micro-steps).
   void prepare(bool synchronize);
-  // Blocking: completes the synchronising backward started by prepare(true). Throws the
+  // Called by finish() for each bucket, in bucket order, once its averaged gradients are in
+  // .grad(): the indices (into the parameter list GradSync was built with) it covers.
+  using BucketDone = std::function<void(const std::vector<size_t>& parameterIndices)>;
+
+  // Blocking: completes the synchronising backward started by prepare(true), waiting for the
+  // buckets in order; after each, writes its averaged gradients into .grad() and calls
+  // `onBucketDone` (if set) while later buckets may still be in flight. Returns true when the
+  // buckets were synchronised (and `onBucketDone` saw every parameter), false when there was
+  // nothing to do (a disarmed backward, gradient_sync off, or a single rank). Throws the
   // communicator's CommError/TimeoutError.
-  void finish();
+  bool finish(const BucketDone& onBucketDone = nullptr);
 
   int64_t numBuckets() const { return static_cast<int64_t>(buckets_.size()); }
   bool overlapping() const { return options_.overlap; }

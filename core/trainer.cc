@@ -338,16 +338,40 @@ TrainResult Trainer::run() {
       (accumulation > 1 ? loss / static_cast<double>(accumulation) : loss).backward();
       result.times.backward += phase.seconds();
     }
-    Stopwatch phase;
-    s.sync->finish();
-    result.times.syncWait += phase.seconds();
-    phase.reset();
-    if (config.train.clipGradNorm > 0)
-      optim::clipGradientNorm(s.parameters, config.train.clipGradNorm);
+    // Note [Optimizer overlap]: each bucket's parameters are updated as soon as the bucket is
+    // averaged, while later buckets are still on the wire. Clipping needs the global gradient
+    // norm first, so it keeps the whole-model step.
     const double lr = s.schedule.lrAt(step);
-    s.optimizer->step(lr);
+    const bool stepPerBucket = config.train.clipGradNorm <= 0;
+    size_t parametersStepped = 0;
+    bool partsRefused = false;
+    double bucketStepSeconds = 0;
+    auto stepBucket = [&](const std::vector<size_t>& indices) {
+      if (partsRefused) return;
+      Stopwatch watch;
+      if (s.optimizer->stepParameters(lr, indices)) {
+        parametersStepped += indices.size();
+      } else {
+        TW_ASSERT(parametersStepped == 0, "optimizer refused a part step after accepting one");
+        partsRefused = true;
+      }
+      bucketStepSeconds += watch.seconds();
+    };
+    Stopwatch phase;
+    const bool synchronised =
+        s.sync->finish(stepPerBucket ? GradSync::BucketDone(stepBucket) : nullptr);
+    result.times.syncWait += phase.seconds() - bucketStepSeconds;
+    phase.reset();
+    if (!synchronised || parametersStepped == 0) {
+      if (config.train.clipGradNorm > 0)
+        optim::clipGradientNorm(s.parameters, config.train.clipGradNorm);
+      s.optimizer->step(lr);
+    } else {
+      TW_ASSERT(parametersStepped == s.parameters.size(), "per-bucket steps covered ",
+                parametersStepped, " of ", s.parameters.size(), " parameters");
+    }
     for (auto& p : s.parameters) p.tensor.mutable_grad() = at::Tensor();
-    result.times.optimizer += phase.seconds();
+    result.times.optimizer += phase.seconds() + bucketStepSeconds;
     const double stepSeconds = stepClock.seconds();
     result.times.total += stepSeconds;
     if (step - result.startStep >= StepTimes::kWarmupStepsExcluded) {

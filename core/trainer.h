@@ -117,4 +117,13 @@ std::string runDirectory(const Config& config);
 // cycles from the other ranks' backward; measured on fmnist-mlp, 4 ranks on 2 cores, over shared
 // memory: 0.19 s per step with overlap, 0.17 s without (docs/benchmarks.md).
 
+// Note [Optimizer overlap]
+// Buckets finish in order, and SGD and Adam update every parameter independently, so a bucket's
+// parameters can take their optimizer step as soon as that bucket is averaged, while the later
+// buckets (the first layers, whose gradients come last in backward) are still being reduced.
+// The update is the same arithmetic on the same values as a whole-model step, so results are
+// bit-identical (tests/core/multirank/trainer_test.cc checks); on a comm-bound step it hides
+// most of the optimizer's time behind communication. Gradient clipping needs the norm over all
+// gradients first and keeps the whole-model step.
+
 }  // namespace thinwire::core

@@ -26,31 +26,42 @@ AdamOptimizer::AdamOptimizer(std::vector<NamedParameter> parameters,
 
 void AdamOptimizer::step(double lr) {
   at::NoGradGuard noGrad;
-  const bool decoupled = options_.kind == OptimizerKind::kAdamW;
-  for (size_t i = 0; i < parameters_.size(); ++i) {
-    at::Tensor& param = parameters_[i].tensor;
-    at::Tensor grad = param.grad();
-    if (!grad.defined()) continue;
-    if (!expAvg_[i].defined()) {
-      expAvg_[i] = at::zeros_like(param);
-      expAvgSq_[i] = at::zeros_like(param);
-    }
-    const int64_t t = ++steps_[i];
-    if (options_.weightDecay != 0) {
-      if (decoupled) {
-        param.mul_(1.0 - lr * options_.weightDecay);
-      } else {
-        grad = grad.add(param, options_.weightDecay);
-      }
-    }
-    expAvg_[i].mul_(options_.beta1).add_(grad, 1.0 - options_.beta1);
-    expAvgSq_[i].mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
-    const double biasCorrection1 = 1.0 - std::pow(options_.beta1, static_cast<double>(t));
-    const double biasCorrection2 = 1.0 - std::pow(options_.beta2, static_cast<double>(t));
-    at::Tensor denominator =
-        expAvgSq_[i].sqrt().div_(std::sqrt(biasCorrection2)).add_(options_.eps);
-    param.addcdiv_(expAvg_[i], denominator, -lr / biasCorrection1);
+  for (size_t i = 0; i < parameters_.size(); ++i) stepOne(i, lr);
+}
+
+bool AdamOptimizer::stepParameters(double lr, const std::vector<size_t>& indices) {
+  at::NoGradGuard noGrad;
+  for (size_t i : indices) {
+    TW_CHECK(i < parameters_.size(), "Adam: parameter index ", i, " out of range (",
+             parameters_.size(), " parameters)");
+    stepOne(i, lr);
   }
+  return true;
+}
+
+void AdamOptimizer::stepOne(size_t i, double lr) {
+  const bool decoupled = options_.kind == OptimizerKind::kAdamW;
+  at::Tensor& param = parameters_[i].tensor;
+  at::Tensor grad = param.grad();
+  if (!grad.defined()) return;
+  if (!expAvg_[i].defined()) {
+    expAvg_[i] = at::zeros_like(param);
+    expAvgSq_[i] = at::zeros_like(param);
+  }
+  const int64_t t = ++steps_[i];
+  if (options_.weightDecay != 0) {
+    if (decoupled) {
+      param.mul_(1.0 - lr * options_.weightDecay);
+    } else {
+      grad = grad.add(param, options_.weightDecay);
+    }
+  }
+  expAvg_[i].mul_(options_.beta1).add_(grad, 1.0 - options_.beta1);
+  expAvgSq_[i].mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
+  const double biasCorrection1 = 1.0 - std::pow(options_.beta1, static_cast<double>(t));
+  const double biasCorrection2 = 1.0 - std::pow(options_.beta2, static_cast<double>(t));
+  at::Tensor denominator = expAvgSq_[i].sqrt().div_(std::sqrt(biasCorrection2)).add_(options_.eps);
+  param.addcdiv_(expAvg_[i], denominator, -lr / biasCorrection1);
 }
 
 StateDict AdamOptimizer::state() const {

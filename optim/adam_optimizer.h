@@ -20,6 +20,7 @@ class AdamOptimizer : public Optimizer {
  public:
   AdamOptimizer(std::vector<NamedParameter> parameters, const OptimizerOptions& options);
   void step(double lr) override;
+  bool stepParameters(double lr, const std::vector<size_t>& indices) override;
   StateDict state() const override;
   void loadState(const StateDict& state) override;
   std::string name() const override {
@@ -27,6 +28,7 @@ class AdamOptimizer : public Optimizer {
   }
 
  private:
+  void stepOne(size_t i, double lr);
   std::vector<NamedParameter> parameters_;
   OptimizerOptions options_;
   std::vector<at::Tensor> expAvg_;

@@ -55,6 +55,14 @@ class Optimizer {
   // .grad() is undefined are skipped (their state does not advance). Blocking.
   virtual void step(double lr) = 0;
 
+  // Updates only the parameters at `indices` (positions in the list the optimizer was built
+  // with), exactly as step(lr) would update them: per-parameter optimizers give bit-identical
+  // results whether a step runs whole or in parts, as long as each parameter is updated once per
+  // step. The trainer uses it to update a gradient bucket's parameters while later buckets are
+  // still being reduced (Note [Optimizer overlap] in core/trainer.h). Returns false, updating
+  // nothing, when the optimizer cannot step in parts (it couples parameters).
+  virtual bool stepParameters(double lr, const std::vector<size_t>& indices) { return false; }
+
   virtual SyncMode syncMode() const { return SyncMode::kTrainerAverages; }
 
   // Complete state for bit-exact resume (tensors are clones, safe to keep).

@@ -17,22 +17,34 @@ SgdOptimizer::SgdOptimizer(std::vector<NamedParameter> parameters, const Optimiz
 
 void SgdOptimizer::step(double lr) {
   at::NoGradGuard noGrad;
-  for (size_t i = 0; i < parameters_.size(); ++i) {
-    at::Tensor& param = parameters_[i].tensor;
-    const at::Tensor& grad = param.grad();
-    if (!grad.defined()) continue;
-    at::Tensor direction = grad;
-    if (options_.weightDecay != 0) direction = direction.add(param, options_.weightDecay);
-    if (options_.momentum != 0) {
-      if (!momentum_[i].defined()) {
-        momentum_[i] = direction.clone();
-      } else {
-        momentum_[i].mul_(options_.momentum).add_(direction);
-      }
-      direction = options_.nesterov ? direction.add(momentum_[i], options_.momentum) : momentum_[i];
-    }
-    param.add_(direction, -lr);
+  for (size_t i = 0; i < parameters_.size(); ++i) stepOne(i, lr);
+}
+
+bool SgdOptimizer::stepParameters(double lr, const std::vector<size_t>& indices) {
+  at::NoGradGuard noGrad;
+  for (size_t i : indices) {
+    TW_CHECK(i < parameters_.size(), "SGD: parameter index ", i, " out of range (",
+             parameters_.size(), " parameters)");
+    stepOne(i, lr);
   }
+  return true;
+}
+
+void SgdOptimizer::stepOne(size_t i, double lr) {
+  at::Tensor& param = parameters_[i].tensor;
+  const at::Tensor& grad = param.grad();
+  if (!grad.defined()) return;
+  at::Tensor direction = grad;
+  if (options_.weightDecay != 0) direction = direction.add(param, options_.weightDecay);
+  if (options_.momentum != 0) {
+    if (!momentum_[i].defined()) {
+      momentum_[i] = direction.clone();
+    } else {
+      momentum_[i].mul_(options_.momentum).add_(direction);
+    }
+    direction = options_.nesterov ? direction.add(momentum_[i], options_.momentum) : momentum_[i];
+  }
+  param.add_(direction, -lr);
 }
 
 StateDict SgdOptimizer::state() const {

@@ -19,11 +19,13 @@ class SgdOptimizer : public Optimizer {
  public:
   SgdOptimizer(std::vector<NamedParameter> parameters, const OptimizerOptions& options);
   void step(double lr) override;
+  bool stepParameters(double lr, const std::vector<size_t>& indices) override;
   StateDict state() const override;
   void loadState(const StateDict& state) override;
   std::string name() const override { return "sgd"; }
 
  private:
+  void stepOne(size_t i, double lr);
   std::vector<NamedParameter> parameters_;
   OptimizerOptions options_;
   std::vector<at::Tensor> momentum_;  // undefined until the parameter's first step

@@ -96,6 +96,44 @@ TEST(AdamOptimizerTest, StateRoundTripContinuesBitExactly) {
   EXPECT_TRUE(at::equal(a.param, b.param));
 }
 
+// The trainer steps each gradient bucket's parameters as soon as the bucket is averaged
+// (stepParameters); that must be the same arithmetic as one whole step, bit for bit.
+TEST(OptimizerTest, SteppingInPartsEqualsTheWholeStepBitForBit) {
+  const std::vector<OptimizerOptions> kinds = {
+      {.kind = OptimizerKind::kSgd, .momentum = 0.9, .nesterov = true, .weightDecay = 0.01},
+      {.kind = OptimizerKind::kAdam, .weightDecay = 0.01},
+      {.kind = OptimizerKind::kAdamW, .weightDecay = 0.05}};
+  for (const OptimizerOptions& options : kinds) {
+    std::vector<at::Tensor> whole, parts;
+    std::vector<NamedParameter> wholeParams, partParams;
+    for (int i = 0; i < 3; ++i) {
+      at::Tensor init = at::linspace(-1.0 - i, 2.0 + i, 7 + i, at::kFloat);
+      whole.push_back(init.clone().set_requires_grad(true));
+      parts.push_back(init.clone().set_requires_grad(true));
+      wholeParams.push_back({"p" + std::to_string(i), whole.back()});
+      partParams.push_back({"p" + std::to_string(i), parts.back()});
+    }
+    auto optWhole = makeOptimizer(wholeParams, options);
+    auto optParts = makeOptimizer(partParams, options);
+    for (int t = 0; t < 4; ++t) {
+      for (int i = 0; i < 3; ++i) {
+        at::Tensor grad = at::sin(at::arange(whole[i].numel(), at::kFloat) * (t + 1) + i);
+        whole[i].mutable_grad() = grad.clone();
+        parts[i].mutable_grad() = grad.clone();
+      }
+      optWhole->step(0.1);
+      ASSERT_TRUE(optParts->stepParameters(0.1, {2}));
+      ASSERT_TRUE(optParts->stepParameters(0.1, {0, 1}));
+    }
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_TRUE(at::equal(whole[i], parts[i])) << optWhole->name() << " parameter " << i;
+      // And the update did something: the parameters moved from their start.
+      EXPECT_FALSE(at::equal(whole[i], at::linspace(-1.0 - i, 2.0 + i, 7 + i, at::kFloat)));
+    }
+    EXPECT_THROW(optParts->stepParameters(0.1, {3}), InvalidArgument);
+  }
+}
+
 TEST(OptimizerTest, RejectsNesterovWithoutMomentum) {
   Problem problem;
   EXPECT_THROW(makeOptimizer({{"w", problem.param}},
