@@ -387,7 +387,7 @@ int runCommBench(const CommBenchOptions& options) {
       if (firstTable) out << "# " << comm::MpiEnvironment::libraryVersion() << "\n";
       if (collective == Collective::kAllreduce) {
         out << "# thinwire allreduce: "
-            << (options.ring ? "ring for sums >= 256 KiB (--allreduce ring)"
+            << (options.ring ? "ring for sums >= 64 KiB (--allreduce ring)"
                              : "MPI_Allreduce (--allreduce mpi)")
             << "\n";
       }

@@ -48,7 +48,7 @@ inline constexpr const char kCommBenchUsage[] =
     "                      median is reported\n"
     "  --warmup N          untimed repetitions first (default 3)\n"
     "  --json PATH         rank 0 writes one JSON object per (collective, size, implementation)\n"
-    "  --allreduce ALG     thinwire's algorithm for float32 sums >= 256 KiB (comm.allreduce):\n"
+    "  --allreduce ALG     thinwire's algorithm for float32 sums >= 64 KiB (comm.allreduce):\n"
     "                      ring (default) or mpi (then the table is the communicator's overhead)\n";
 
 enum class Collective {

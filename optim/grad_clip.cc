@@ -15,7 +15,18 @@ double clipGradientNorm(std::vector<NamedParameter>& parameters, double maxNorm)
   double squared = 0;
   for (auto& p : parameters) {
     const at::Tensor& grad = p.tensor.grad();
-    if (grad.defined()) squared += grad.to(at::kDouble).pow(2).sum().item<double>();
+    if (!grad.defined()) continue;
+    if (grad.scalar_type() == at::kFloat && grad.is_contiguous()) {
+      // One pass, accumulated in double, without materialising a double copy of the gradient
+      // (that copy and its square cost more than the rest of the step on a large model).
+      const float* g = grad.data_ptr<float>();
+      const int64_t n = grad.numel();
+      double sum = 0;
+      for (int64_t k = 0; k < n; ++k) sum += static_cast<double>(g[k]) * g[k];
+      squared += sum;
+    } else {
+      squared += grad.to(at::kDouble).pow(2).sum().item<double>();
+    }
   }
   const double norm = std::sqrt(squared);
   if (norm > maxNorm) {

@@ -235,36 +235,52 @@ void MpiCommunicator::ringAllreduce(at::Tensor& inout) {
   constexpr int kTag = 0x7477;  // the private communicator carries no other point-to-point
   auto chunk = [n](int c) { return ((c % n) + n) % n; };
   auto count = [&begin](int c) { return static_cast<int>(begin[c + 1] - begin[c]); };
-  // One ring step: post every segment's receive, then every send, then wait for all without
-  // spinning. Segments stay below Open MPI's eager limit (Note [Ring segments]).
-  std::vector<MPI_Request> requests;
-  auto exchange = [&](int send, float* receiveInto, int receiveCount) {
-    requests.clear();
+  float* reduceTarget = nullptr;  // the chunk a reduce-scatter step adds into
+  // One ring step: post every segment's receive, then every send. With `reduce`, each segment
+  // is added in as soon as it has arrived (MPI keeps one source's messages in order), so the
+  // additions overlap with the segments still on the wire. Waits never spin (Note [Polite
+  // waits]); segments stay below Open MPI's eager limit (Note [Ring segments]).
+  std::vector<MPI_Request> receives;
+  std::vector<MPI_Request> sends;
+  auto exchange = [&](int send, float* receiveInto, int receiveCount, bool reduce) {
+    receives.clear();
+    sends.clear();
     for (int offset = 0; offset < receiveCount; offset += kRingSegmentFloats) {
-      requests.emplace_back();
+      receives.emplace_back();
       TW_MPI_CHECK(MPI_Irecv(receiveInto + offset,
                              std::min(kRingSegmentFloats, receiveCount - offset), MPI_FLOAT, left,
-                             kTag, handles_->comm, &requests.back()));
+                             kTag, handles_->comm, &receives.back()));
     }
     const int sendCount = count(send);
     for (int offset = 0; offset < sendCount; offset += kRingSegmentFloats) {
-      requests.emplace_back();
+      sends.emplace_back();
       TW_MPI_CHECK(MPI_Isend(data + begin[send] + offset,
                              std::min(kRingSegmentFloats, sendCount - offset), MPI_FLOAT, right,
-                             kTag, handles_->comm, &requests.back()));
+                             kTag, handles_->comm, &sends.back()));
     }
-    waitPolitely(requests.data(), static_cast<int>(requests.size()));
+    if (reduce) {
+      TW_ASSERT(receiveInto == incoming.data(), "ring reduce must receive into the scratch buffer");
+      for (size_t segment = 0; segment < receives.size(); ++segment) {
+        waitPolitely(&receives[segment], 1);
+        const int offset = static_cast<int>(segment) * kRingSegmentFloats;
+        const int length = std::min(kRingSegmentFloats, receiveCount - offset);
+        float* sum = reduceTarget + offset;
+        const float* in = incoming.data() + offset;
+        for (int i = 0; i < length; ++i) sum[i] += in[i];
+      }
+    } else {
+      waitPolitely(receives.data(), static_cast<int>(receives.size()));
+    }
+    waitPolitely(sends.data(), static_cast<int>(sends.size()));
   };
   for (int step = 0; step < n - 1; ++step) {
     const int receive = chunk(rank_ - step - 1);
-    exchange(chunk(rank_ - step), incoming.data(), count(receive));
-    float* target = data + begin[receive];
-    const int receiveCount = count(receive);
-    for (int i = 0; i < receiveCount; ++i) target[i] += incoming[i];
+    reduceTarget = data + begin[receive];
+    exchange(chunk(rank_ - step), incoming.data(), count(receive), /*reduce=*/true);
   }
   for (int step = 0; step < n - 1; ++step) {
     const int receive = chunk(rank_ - step);
-    exchange(chunk(rank_ + 1 - step), data + begin[receive], count(receive));
+    exchange(chunk(rank_ + 1 - step), data + begin[receive], count(receive), /*reduce=*/false);
   }
 }
 

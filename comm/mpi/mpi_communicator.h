@@ -36,7 +36,7 @@ struct MpiCommunicatorOptions {
   // allreduce of a float32 tensor with op kSum/kAverage and at least this many bytes runs
   // thinwire's ring (see Note [Ring allreduce] in the .cc) instead of MPI_Allreduce; 0 = never.
   // The default is where the ring measured faster than Open MPI 4.1's own choice on TCP links.
-  int64_t ringMinBytes = int64_t{256} << 10;
+  int64_t ringMinBytes = int64_t{64} << 10;
 };
 
 class MpiCommunicator : public Communicator {

@@ -42,7 +42,7 @@ expect_no_leftovers() {
 job=(examples/fmnist_mlp.yaml -n 4 --set train.steps=8 --set optim.schedule.warmup_steps=2
   --set model.hidden=[256] --set run.log_every=2 --set train.eval_every=0 --set train.checkpoint_every=0
   --set train.resume=never --set run.progress=false --set run.name=netem
-  --set comm.bucket_mb=0.5)  # buckets above and below the ring threshold (256 KiB)
+  --set comm.bucket_mb=0.5)  # buckets above and below the ring threshold (64 KiB)
 
 case $case_name in
   multihost_matches_single_host)
