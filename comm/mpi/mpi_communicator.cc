@@ -229,59 +229,80 @@ void MpiCommunicator::ringAllreduce(at::Tensor& inout) {
   float* data = inout.data_ptr<float>();
   std::vector<int64_t> begin(n + 1, 0);
   for (int c = 0; c < n; ++c) begin[c + 1] = begin[c] + total / n + (c < total % n ? 1 : 0);
-  std::vector<float> incoming(static_cast<size_t>(begin[1] - begin[0]));
   const int right = (rank_ + 1) % n;
   const int left = (rank_ + n - 1) % n;
   constexpr int kTag = 0x7477;  // the private communicator carries no other point-to-point
   auto chunk = [n](int c) { return ((c % n) + n) % n; };
   auto count = [&begin](int c) { return static_cast<int>(begin[c + 1] - begin[c]); };
-  float* reduceTarget = nullptr;  // the chunk a reduce-scatter step adds into
-  // One ring step: post every segment's receive, then every send. With `reduce`, each segment
-  // is added in as soon as it has arrived (MPI keeps one source's messages in order), so the
-  // additions overlap with the segments still on the wire. Waits never spin (Note [Polite
-  // waits]); segments stay below Open MPI's eager limit (Note [Ring segments]).
-  std::vector<MPI_Request> receives;
-  std::vector<MPI_Request> sends;
-  auto exchange = [&](int send, float* receiveInto, int receiveCount, bool reduce) {
-    receives.clear();
-    sends.clear();
-    for (int offset = 0; offset < receiveCount; offset += kRingSegmentFloats) {
-      receives.emplace_back();
-      TW_MPI_CHECK(MPI_Irecv(receiveInto + offset,
-                             std::min(kRingSegmentFloats, receiveCount - offset), MPI_FLOAT, left,
-                             kTag, handles_->comm, &receives.back()));
-    }
-    const int sendCount = count(send);
-    for (int offset = 0; offset < sendCount; offset += kRingSegmentFloats) {
-      sends.emplace_back();
-      TW_MPI_CHECK(MPI_Isend(data + begin[send] + offset,
-                             std::min(kRingSegmentFloats, sendCount - offset), MPI_FLOAT, right,
-                             kTag, handles_->comm, &sends.back()));
-    }
-    if (reduce) {
-      TW_ASSERT(receiveInto == incoming.data(), "ring reduce must receive into the scratch buffer");
-      for (size_t segment = 0; segment < receives.size(); ++segment) {
-        waitPolitely(&receives[segment], 1);
-        const int offset = static_cast<int>(segment) * kRingSegmentFloats;
-        const int length = std::min(kRingSegmentFloats, receiveCount - offset);
-        float* sum = reduceTarget + offset;
-        const float* in = incoming.data() + offset;
-        for (int i = 0; i < length; ++i) sum[i] += in[i];
-      }
-    } else {
-      waitPolitely(receives.data(), static_cast<int>(receives.size()));
-    }
-    waitPolitely(sends.data(), static_cast<int>(sends.size()));
+  auto segments = [&count](int c) {
+    return (count(c) + kRingSegmentFloats - 1) / kRingSegmentFloats;
   };
+  auto length = [&count](int c, int j) {
+    return std::min(kRingSegmentFloats, count(c) - j * kRingSegmentFloats);
+  };
+  auto post = [&](bool isSend, float* buffer, int elements, std::vector<MPI_Request>& into) {
+    into.emplace_back();
+    if (isSend) {
+      TW_MPI_CHECK(
+          MPI_Isend(buffer, elements, MPI_FLOAT, right, kTag, handles_->comm, &into.back()));
+    } else {
+      TW_MPI_CHECK(
+          MPI_Irecv(buffer, elements, MPI_FLOAT, left, kTag, handles_->comm, &into.back()));
+    }
+  };
+
+  // Reduce-scatter, pipelined: every step's receives are posted up front into their own scratch
+  // rows; each segment is added in as soon as it arrives and immediately forwarded as the next
+  // step's segment, so the links never wait for a whole chunk (Note [Ring allreduce]).
+  const int64_t maxChunk = begin[1] - begin[0];
+  ringScratch_.resize(static_cast<size_t>(std::max<int64_t>(1, (n - 1) * maxChunk)));
+  std::vector<std::vector<MPI_Request>> rsReceives(n - 1);
   for (int step = 0; step < n - 1; ++step) {
-    const int receive = chunk(rank_ - step - 1);
-    reduceTarget = data + begin[receive];
-    exchange(chunk(rank_ - step), incoming.data(), count(receive), /*reduce=*/true);
+    const int c = chunk(rank_ - step - 1);
+    float* row = ringScratch_.data() + step * maxChunk;
+    for (int j = 0; j < segments(c); ++j)
+      post(false, row + j * kRingSegmentFloats, length(c, j), rsReceives[step]);
+  }
+  std::vector<MPI_Request> rsSends;  // read the chunks the allgather later receives into
+  std::vector<MPI_Request> agSends;  // read only chunk rank+1, which nothing receives into
+  {
+    const int c = chunk(rank_);
+    for (int j = 0; j < segments(c); ++j)
+      post(true, data + begin[c] + j * kRingSegmentFloats, length(c, j), rsSends);
   }
   for (int step = 0; step < n - 1; ++step) {
-    const int receive = chunk(rank_ - step);
-    exchange(chunk(rank_ + 1 - step), data + begin[receive], count(receive), /*reduce=*/false);
+    const int c = chunk(rank_ - step - 1);
+    const float* row = ringScratch_.data() + step * maxChunk;
+    for (int j = 0; j < segments(c); ++j) {
+      waitPolitely(&rsReceives[step][j], 1);
+      float* sum = data + begin[c] + j * kRingSegmentFloats;
+      const float* in = row + j * kRingSegmentFloats;
+      const int elements = length(c, j);
+      for (int i = 0; i < elements; ++i) sum[i] += in[i];
+      // Step s+1 sends the chunk step s just reduced; after the last step it is complete and
+      // starts the allgather.
+      post(true, sum, elements, step + 1 < n - 1 ? rsSends : agSends);
+    }
   }
+  // Allgather, pipelined the same way, receiving straight into place. Its receives overwrite
+  // chunks that reduce-scatter sends read, so they are posted only once those sends completed
+  // (earlier arrivals wait in MPI as unexpected messages, in order).
+  waitPolitely(rsSends.data(), static_cast<int>(rsSends.size()));
+  std::vector<std::vector<MPI_Request>> agReceives(n - 1);
+  for (int step = 0; step < n - 1; ++step) {
+    const int c = chunk(rank_ - step);
+    for (int j = 0; j < segments(c); ++j)
+      post(false, data + begin[c] + j * kRingSegmentFloats, length(c, j), agReceives[step]);
+  }
+  for (int step = 0; step + 1 < n - 1; ++step) {
+    const int c = chunk(rank_ - step);
+    for (int j = 0; j < segments(c); ++j) {
+      waitPolitely(&agReceives[step][j], 1);
+      post(true, data + begin[c] + j * kRingSegmentFloats, length(c, j), agSends);
+    }
+  }
+  waitPolitely(agReceives[n - 2].data(), static_cast<int>(agReceives[n - 2].size()));
+  waitPolitely(agSends.data(), static_cast<int>(agSends.size()));
 }
 
 // Note [Polite waits]

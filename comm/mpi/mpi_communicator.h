@@ -95,6 +95,7 @@ class MpiCommunicator : public Communicator {
   std::shared_ptr<MpiEnvironment> environment_;
   MpiCommunicatorOptions options_;
   std::unique_ptr<Handles> handles_;
+  std::vector<float> ringScratch_;  // reduce-scatter receive rows; worker thread only
   int rank_ = 0;
   int worldSize_ = 1;
   int64_t sequence_ = 0;
