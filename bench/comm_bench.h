@@ -14,8 +14,8 @@
 // sends S/n) and the reduce_scatter input (each rank receives S/n); for the last two S is rounded
 // down to a multiple of 4n bytes and the rounded size is what is reported.
 //
-// The parsing helpers (parseByteSize, parseSizeList, parseCount) are shared with
-// `thinwire bench kernels` (bench/kernel_bench.h).
+// The parsing helpers (parseByteSize, parseSizeList, parseCount; bench/bench_common.h) are shared
+// with `thinwire bench kernels` (bench/kernel_bench.h).
 //
 // Ownership: runCommBench() initialises MPI if needed (MpiEnvironment) and owns the buffers.
 // Threading: call on the main thread of every rank, under mpirun; it is collective.
@@ -30,6 +30,8 @@
 #include <iosfwd>
 #include <string>
 #include <vector>
+
+#include "bench/bench_common.h"
 
 namespace thinwire::bench {
 
@@ -91,16 +93,5 @@ CommBenchOptions parseCommBenchArgs(const std::vector<std::string>& args);
 // the right result, 1 otherwise. Throws InvalidArgument for bad options (also a size too small to
 // give every rank one element), CommError on MPI failure.
 int runCommBench(const CommBenchOptions& options);
-
-// Parses one size in bytes: digits with an optional K/M/G suffix (powers of 1024), > 0. Throws
-// InvalidArgument naming `flag` and `text`.
-int64_t parseByteSize(const std::string& flag, const std::string& text);
-
-// Parses a comma-separated list of parseByteSize() values; empty lists and empty items throw
-// InvalidArgument.
-std::vector<int64_t> parseSizeList(const std::string& flag, const std::string& text);
-
-// Parses a decimal integer in [minimum, maximum]. Throws InvalidArgument naming `flag` and `text`.
-int parseCount(const std::string& flag, const std::string& text, int minimum, int maximum);
 
 }  // namespace thinwire::bench

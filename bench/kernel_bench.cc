@@ -18,6 +18,7 @@
 
 #include "base/error.h"
 #include "base/timer.h"
+#include "bench/bench_common.h"
 #include "bench/comm_bench.h"
 
 namespace thinwire::bench {
@@ -37,24 +38,6 @@ namespace {
 constexpr int64_t kGrainSize = int64_t{1} << 15;
 // The sampled threshold never estimates from fewer samples than this (or numel, if smaller).
 constexpr int64_t kMinSamples = 4096;
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  size_t middle = values.size() / 2;
-  return values.size() % 2 == 1 ? values[middle] : 0.5 * (values[middle - 1] + values[middle]);
-}
-
-std::string formatBytes(int64_t bytes) {
-  std::ostringstream out;
-  if (bytes >= (int64_t{1} << 20) && bytes % (int64_t{1} << 20) == 0) {
-    out << (bytes >> 20) << " MB";
-  } else if (bytes >= 1024 && bytes % 1024 == 0) {
-    out << (bytes >> 10) << " KB";
-  } else {
-    out << bytes << " B";
-  }
-  return out.str();
-}
 
 // Restores the ATen intra-op thread count on scope exit.
 class NumThreadsGuard {

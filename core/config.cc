@@ -311,10 +311,12 @@ std::vector<KeySpec> buildSchema() {
                   "comm.backend", [](Config& c) -> FieldRef { return &c.comm.backend; },
                   "`mpi` between processes; `local` runs ranks as threads of one process.")
                   .oneOf({"mpi", "local"}));
-  s.push_back(KeySpec(
-                  "comm.bucket_mb", [](Config& c) -> FieldRef { return &c.comm.bucketMb; },
-                  "Gradient bucket size in MiB; buckets are reduced while backward runs.")
-                  .above(0));
+  s.push_back(
+      KeySpec(
+          "comm.bucket_mb", [](Config& c) -> FieldRef { return &c.comm.bucketMb; },
+          "Gradient bucket size in MiB: a bucket closes once it holds at least this much; buckets "
+          "are reduced while backward runs.")
+          .above(0));
   s.push_back(KeySpec(
                   "comm.timeout_s", [](Config& c) -> FieldRef { return &c.comm.timeoutS; },
                   "Seconds any collective may wait before the run fails with a TimeoutError.")

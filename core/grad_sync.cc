@@ -23,7 +23,10 @@ GradSync::GradSync(std::vector<optim::NamedParameter> parameters,
     TW_CHECK(p.scalar_type() == at::kFloat, "parameter '", parameters_[k].name, "' has dtype ",
              p.scalar_type(), "; gradient buckets hold float32");
     const int64_t bytes = p.numel() * 4;
-    if (buckets_.empty() || (sizes.back() > 0 && sizes.back() + bytes > options_.bucketBytes)) {
+    // A bucket closes once it holds at least bucketBytes (a large parameter joins the small
+    // ones before it rather than leaving them a bucket of their own): every bucket costs a
+    // collective's start-up latency, which a slow link makes expensive.
+    if (buckets_.empty() || sizes.back() >= options_.bucketBytes) {
       buckets_.emplace_back();
       sizes.push_back(0);
     }

@@ -4,9 +4,9 @@
 // first buckets overlaps with the rest of backward (see Note [Bucket order]).
 //
 // Parameters are assigned to buckets in reverse registration order (gradients of the last layers
-// are ready first) until a bucket holds `bucketBytes`. During a synchronising backward, each
-// parameter's hook copies its full gradient (accumulated micro-steps + this one) into the
-// bucket's flat fp32 buffer; when a bucket is complete and every earlier bucket has been
+// are ready first); a bucket closes once it holds at least `bucketBytes`. During a synchronising
+// backward, each parameter's hook copies its full gradient (accumulated micro-steps + this one)
+// into the bucket's flat fp32 buffer; when a bucket is complete and every earlier bucket has been
 // launched, its allreduce(kAverage) is started. finish() launches what is left, waits for every
 // bucket with the configured timeout, and writes the averaged gradients into `.grad()`.
 //
@@ -34,7 +34,7 @@
 namespace thinwire::core {
 
 struct GradSyncOptions {
-  int64_t bucketBytes = 4 << 20;  // target bucket size; a larger single parameter gets its own
+  int64_t bucketBytes = 4 << 20;  // a bucket closes once it holds at least this many bytes
   bool overlap = true;            // false: launch every bucket only in finish()
   bool enabled = true;            // false: no communication (compute-only benchmark mode)
   std::chrono::milliseconds timeout = comm::kDefaultTimeout;

@@ -223,13 +223,14 @@ std::unique_ptr<Work> MpiCommunicator::allreduce(at::Tensor& inout,
 // segments, sent eagerly; MPI's non-overtaking rule keeps them in order on the one (source,
 // tag) pair. On a fast link the per-message cost dominates instead (loopback TCP with ranks
 // sharing cores: 0.170 s per fmnist-mlp step with 1 MiB segments, 0.196-0.218 s with 32 KiB),
-// so each ring measures its own throughput and the next one picks the segment size: 1 MiB when
-// every rank saw more than kFastLinkBytesPerSecond of bus bandwidth (agreed with a one-integer
-// MPI_Allreduce, since all ranks must cut the same way), 32 KiB otherwise. Segmenting never
-// changes the result (each element is summed in ring order either way).
+// so each ring of at least kMeasureMinBytes measures its throughput and the next ring picks the
+// segment size: 1 MiB when every rank saw more than kFastLinkBytesPerSecond of bus bandwidth
+// (agreed with a one-integer MPI_Allreduce, since all ranks must cut the same way), 32 KiB
+// otherwise. Segmenting never changes the result (each element is summed in ring order).
 constexpr int kSmallSegmentFloats = 8192;
 constexpr int kLargeSegmentFloats = 262144;
 constexpr double kFastLinkBytesPerSecond = 250e6;  // 2 Gbit/s
+constexpr int64_t kMeasureMinBytes = int64_t{4} << 20;
 
 void MpiCommunicator::ringAllreduce(at::Tensor& inout) {
   const int n = worldSize_;
@@ -315,7 +316,10 @@ void MpiCommunicator::ringAllreduce(at::Tensor& inout) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   const double busBytesPerSecond =
       4.0 * static_cast<double>(total) * 2.0 * (n - 1) / n / std::max(seconds, 1e-9);
-  // Every rank must cut the next ring the same way: agree on the slowest rank's view.
+  // Only transfers long enough to measure bandwidth (not latency) move the choice. Every rank
+  // decides from the same sizes and must cut the next ring the same way: agree on the slowest
+  // rank's view.
+  if (4 * total < kMeasureMinBytes) return;
   int fast = busBytesPerSecond > kFastLinkBytesPerSecond ? 1 : 0;
   TW_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &fast, 1, MPI_INT, MPI_MIN, handles_->comm));
   ringSegmentFloats_ = fast == 1 ? kLargeSegmentFloats : kSmallSegmentFloats;
