@@ -96,7 +96,8 @@ class MpiCommunicator : public Communicator {
   MpiCommunicatorOptions options_;
   std::unique_ptr<Handles> handles_;
   std::vector<float> ringScratch_;  // reduce-scatter receive rows; worker thread only
-  int ringSegmentFloats_ = 8192;    // chosen from the last ring's speed (Note [Ring segments])
+  int ringSegmentFloats_ = 8192;    // fixed by the first large ring (Note [Ring segments])
+  bool ringSegmentsChosen_ = false;
   int rank_ = 0;
   int worldSize_ = 1;
   int64_t sequence_ = 0;
