@@ -223,15 +223,18 @@ std::unique_ptr<Work> MpiCommunicator::allreduce(at::Tensor& inout,
 // segments, sent eagerly; MPI's non-overtaking rule keeps them in order on the one (source,
 // tag) pair. On a fast link the per-message cost dominates instead (loopback TCP with ranks
 // sharing cores: 0.170 s per fmnist-mlp step with 1 MiB segments, 0.196-0.218 s with 32 KiB),
-// so the first ring of at least kMeasureMinBytes measures its throughput and fixes the segment
-// size for the communicator's life: 1 MiB when every rank saw more than kFastLinkBytesPerSecond
-// of bus bandwidth (agreed once with a one-integer MPI_Allreduce, since all ranks must cut the
-// same way; agreeing after every ring would put a barrier between gradient buckets), 32 KiB
-// otherwise. Segmenting never changes the result (each element is summed in ring order).
+// so the first kMeasureRings rings of at least kMeasureMinBytes (32 KiB segments) measure their
+// throughput, and the fastest of them fixes the segment size for the communicator's life (the
+// very first ring also pays for connection set-up): 1 MiB when every rank saw more than
+// kFastLinkBytesPerSecond of bus bandwidth (agreed once with a one-integer MPI_Allreduce, since
+// all ranks must cut the same way; agreeing after every ring would put a barrier between
+// gradient buckets), 32 KiB otherwise. Segmenting never changes the result (each element is summed
+// in ring order).
 constexpr int kSmallSegmentFloats = 8192;
 constexpr int kLargeSegmentFloats = 262144;
 constexpr double kFastLinkBytesPerSecond = 250e6;  // 2 Gbit/s
 constexpr int64_t kMeasureMinBytes = int64_t{4} << 20;
+constexpr int kMeasureRings = 4;
 
 void MpiCommunicator::ringAllreduce(at::Tensor& inout) {
   const int n = worldSize_;
@@ -321,7 +324,9 @@ void MpiCommunicator::ringAllreduce(at::Tensor& inout) {
   // decides from the same sizes and must cut the next ring the same way: agree on the slowest
   // rank's view.
   if (ringSegmentsChosen_ || 4 * total < kMeasureMinBytes) return;
-  int fast = busBytesPerSecond > kFastLinkBytesPerSecond ? 1 : 0;
+  fastestRingBytesPerSecond_ = std::max(fastestRingBytesPerSecond_, busBytesPerSecond);
+  if (++measuredRings_ < kMeasureRings) return;
+  int fast = fastestRingBytesPerSecond_ > kFastLinkBytesPerSecond ? 1 : 0;
   TW_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &fast, 1, MPI_INT, MPI_MIN, handles_->comm));
   ringSegmentFloats_ = fast == 1 ? kLargeSegmentFloats : kSmallSegmentFloats;
   ringSegmentsChosen_ = true;

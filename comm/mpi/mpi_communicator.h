@@ -98,6 +98,8 @@ class MpiCommunicator : public Communicator {
   std::vector<float> ringScratch_;  // reduce-scatter receive rows; worker thread only
   int ringSegmentFloats_ = 8192;    // fixed by the first large ring (Note [Ring segments])
   bool ringSegmentsChosen_ = false;
+  int measuredRings_ = 0;
+  double fastestRingBytesPerSecond_ = 0;
   int rank_ = 0;
   int worldSize_ = 1;
   int64_t sequence_ = 0;
