@@ -3,6 +3,7 @@
 # machine, then tables in docs/benchmarks.md and PNG plots in docs/benchmarks/ (bench/report.py).
 #
 #   bench/run.sh MATRIX [--steps N] [--repeats R] [--out DIR] [--no-docs] [--networks a,b]
+#   bench/run.sh MATRIX --from DIR      rewrite the docs (or DIR's report) from an earlier run
 #
 # Matrices:
 #   baseline   fmnist-mlp, 4 ranks: thinwire uncompressed, PyTorch DDP over gloo (no hook, fp16
@@ -41,7 +42,7 @@ usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
 [[ $# -ge 1 ]] || { usage >&2; exit 2; }
 matrix=$1
 shift
-steps="" repeats="" out="" docs=1 only_networks=""
+steps="" repeats="" out="" docs=1 only_networks="" from=""
 while (($#)); do
   case $1 in
     --steps) steps=${2:?--steps needs a value}; shift 2 ;;
@@ -49,6 +50,7 @@ while (($#)); do
     --out) out=${2:?--out needs a value}; shift 2 ;;
     --networks) only_networks=${2:?--networks needs a value}; shift 2 ;;
     --no-docs) docs=0; shift ;;
+    --from) from=${2:?--from needs a results directory}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench/run.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -77,6 +79,39 @@ if [[ -n $only_networks ]]; then
     [[ " ${networks[*]} " == *" $n "* ]] || { echo "bench/run.sh: matrix $matrix has no network '$n' (${networks[*]})" >&2; exit 2; }
   done
   networks=("${wanted[@]}")
+fi
+
+write_report() {  # write_report RESULTS: tables, JSON and plots; into docs/ unless --no-docs
+  local results=$1
+  local report=(/usr/bin/python3 -B bench/report.py "$results" --json "$results/summary.json")
+  if ((docs)); then
+    mkdir -p docs/benchmarks
+    "${report[@]}" --markdown "$results/report.md" --plots docs/benchmarks --prefix "$matrix"
+    /usr/bin/python3 - docs/benchmarks.md "$matrix" "$results/report.md" <<'EOF'
+import sys
+doc_path, matrix, report_path = sys.argv[1:]
+begin, end = f"<!-- bench/run.sh {matrix}: begin -->", f"<!-- bench/run.sh {matrix}: end -->"
+doc = open(doc_path).read()
+# The report's headings sit two levels below this document's section for the matrix.
+lines = ["##" + l if l.startswith("#") else l for l in open(report_path).read().strip().split("\n")]
+block = begin + "\n" + "\n".join(lines) + "\n" + end
+if begin in doc and end in doc:
+    doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
+else:
+    doc = doc.rstrip() + f"\n\n## `bench/run.sh {matrix}`\n\n{block}\n"
+open(doc_path, "w").write(doc)
+EOF
+    echo "bench/run.sh: docs/benchmarks.md updated; plots in docs/benchmarks/" >&2
+  else
+    "${report[@]}" --markdown "$results/report.md" --plots "$results" --prefix "$matrix"
+  fi
+  cat "$results/report.md"
+}
+
+if [[ -n $from ]]; then
+  [[ -f $from/matrix.json ]] || { echo "bench/run.sh: --from $from: no matrix.json there" >&2; exit 2; }
+  write_report "$from"
+  exit 0
 fi
 
 # ---- prerequisites: say what is missing, never fake a result -----------------------------------
@@ -144,25 +179,4 @@ for network in "${networks[@]}"; do
 done
 echo "bench/run.sh: all runs done in $((SECONDS - started)) s" >&2
 
-report=(/usr/bin/python3 -B bench/report.py "$out" --json "$out/summary.json")
-if ((docs)); then
-  mkdir -p docs/benchmarks
-  "${report[@]}" --markdown "$out/report.md" --plots docs/benchmarks --prefix "$matrix"
-  /usr/bin/python3 - docs/benchmarks.md "$matrix" "$out/report.md" <<'EOF'
-import re, sys
-doc_path, matrix, report_path = sys.argv[1:]
-begin, end = f"<!-- bench/run.sh {matrix}: begin -->", f"<!-- bench/run.sh {matrix}: end -->"
-doc = open(doc_path).read()
-report = open(report_path).read().strip()
-block = f"{begin}\n{report}\n{end}"
-if begin in doc and end in doc:
-    doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
-else:
-    doc = doc.rstrip() + f"\n\n## `bench/run.sh {matrix}`\n\n{block}\n"
-open(doc_path, "w").write(doc)
-EOF
-  echo "bench/run.sh: docs/benchmarks.md updated; plots in docs/benchmarks/" >&2
-else
-  "${report[@]}" --markdown "$out/report.md" --plots "$out" --prefix "$matrix"
-fi
-cat "$out/report.md"
+write_report "$out"
