@@ -547,17 +547,22 @@ def _plot_curves(plt, path, workload, net, cells, runs_by_key, colors):
     if not_plotted:
         title += "\nnot plotted (no successful run): " + ", ".join(not_plotted)
     fig.suptitle(title)
+    _figure_legend(fig, axes.flat)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _figure_legend(fig, axes):
+    """One legend below the figure with every distinct label of `axes`, first use first."""
     handles, labels = [], []
-    for ax in axes.flat:
+    for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             if label not in labels:
                 handles.append(handle)
                 labels.append(label)
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(3, len(handles)), fontsize=9)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _plot_breakdown(plt, path, workload, report, matrix):
@@ -593,14 +598,7 @@ def _plot_breakdown(plt, path, workload, report, matrix):
         ax.set_title(f"{net['label']}\n({net['network']})", fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0][0].set_ylabel("time per optimizer step (s)")
-    handles, labels = [], []
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(handles)), fontsize=9)
+    _figure_legend(fig, axes[0])
     fig.suptitle(f"{workload}: time per step by part, median of {report['repeats']} "
                  f"repetitions ({report['ranks']} ranks)")
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
