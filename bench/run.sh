@@ -25,7 +25,7 @@
 #
 # Needs root and iproute2 for the emulated networks (it says so and exits 2 otherwise: no result
 # is faked), Open MPI, and /usr/bin/python3 with python3-torch and python3-matplotlib
-# (scripts/install-deps.sh --bench installs them).
+# (scripts/install-deps.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -38,8 +38,9 @@ if [[ ${1:-} == __network ]]; then
   exit $?
 fi
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 [[ $# -ge 1 ]] || { usage >&2; exit 2; }
+[[ $1 == -h || $1 == --help ]] && { usage; exit 0; }
 matrix=$1
 shift
 steps="" repeats="" out="" docs=1 only_networks="" from=""
@@ -117,10 +118,10 @@ fi
 # ---- prerequisites: say what is missing, never fake a result -----------------------------------
 [[ $(id -u) -eq 0 ]] || { echo "bench/run.sh: needs root for network namespaces (emulated networks); nothing measured" >&2; exit 2; }
 for tool in ip tc mpirun; do
-  command -v $tool >/dev/null || { echo "bench/run.sh: '$tool' not found (scripts/install-deps.sh --bench); nothing measured" >&2; exit 2; }
+  command -v $tool >/dev/null || { echo "bench/run.sh: '$tool' not found (scripts/install-deps.sh); nothing measured" >&2; exit 2; }
 done
 /usr/bin/python3 -c 'import torch, matplotlib' 2>/dev/null ||
-  { echo "bench/run.sh: /usr/bin/python3 needs torch and matplotlib (scripts/install-deps.sh --bench); nothing measured" >&2; exit 2; }
+  { echo "bench/run.sh: /usr/bin/python3 needs torch and matplotlib (scripts/install-deps.sh); nothing measured" >&2; exit 2; }
 bin=$root/build/release/bin/thinwire
 [[ -x $bin ]] || scripts/build.sh release thinwire
 
