@@ -75,6 +75,16 @@ int parseCount(const std::string& flag, const std::string& text, int minimum, in
   return static_cast<int>(value);
 }
 
+std::vector<std::string> splitNames(const std::string& flag, const std::string& text) {
+  TW_CHECK(!text.empty() && text.back() != ',', flag, ": '", text,
+           "' is not a comma-separated list of names");
+  std::vector<std::string> names;
+  std::stringstream list(text);
+  std::string item;
+  while (std::getline(list, item, ',')) names.push_back(item);
+  return names;
+}
+
 double median(std::vector<double> values) {
   TW_CHECK(!values.empty(), "median of no values");
   std::sort(values.begin(), values.end());

@@ -28,6 +28,10 @@ std::vector<int64_t> parseSizeList(const std::string& flag, const std::string& t
 // Parses a decimal integer in [minimum, maximum]. Throws InvalidArgument naming `flag` and `text`.
 int parseCount(const std::string& flag, const std::string& text, int minimum, int maximum);
 
+// Splits a comma-separated list ("a,b,c"). Throws InvalidArgument naming `flag` for an empty
+// list or a trailing comma; empty items are returned as "" for the caller to reject by name.
+std::vector<std::string> splitNames(const std::string& flag, const std::string& text);
+
 // The median of `values` (the mean of the two middle ones for an even count). Throws
 // InvalidArgument when `values` is empty.
 double median(std::vector<double> values);

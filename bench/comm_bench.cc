@@ -241,12 +241,8 @@ CommBenchOptions parseCommBenchArgs(const std::vector<std::string>& args) {
     if (flag == "--sizes") {
       options.sizesBytes = parseSizeList(flag, value);
     } else if (flag == "--collectives") {
-      TW_CHECK(!value.empty() && value.back() != ',', "--collectives: '", value,
-               "' is not a comma-separated list of collectives");
       options.collectives.clear();
-      std::stringstream list(value);
-      std::string item;
-      while (std::getline(list, item, ',')) {
+      for (const std::string& item : splitNames(flag, value)) {
         Collective collective = parseCollective(item);
         TW_CHECK(std::find(options.collectives.begin(), options.collectives.end(), collective) ==
                      options.collectives.end(),

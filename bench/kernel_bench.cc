@@ -227,16 +227,6 @@ void addSelectionKernels(KernelRegistry& registry) {
                 }});
 }
 
-std::vector<std::string> splitNames(const std::string& flag, const std::string& text) {
-  TW_CHECK(!text.empty() && text.back() != ',', flag, ": '", text,
-           "' is not a comma-separated list of names");
-  std::vector<std::string> names;
-  std::stringstream list(text);
-  std::string item;
-  while (std::getline(list, item, ',')) names.push_back(item);
-  return names;
-}
-
 void checkSizeBytes(const char* what, int64_t bytes) {
   TW_CHECK(bytes >= 4 && bytes % 4 == 0, what, ": ", bytes,
            " bytes is not a positive multiple of 4 (float32 elements)");
