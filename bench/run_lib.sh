@@ -80,7 +80,7 @@ bench_network_main() {
                     --set "launch.extra_args=[--mca,oob_tcp_if_include,lo]") ;;
     perhost) net_tw=(--hostfile "$TW_NETEM_HOSTFILE" --set launch.transport=tcp
                      --set launch.tcp_interface=eth0
-                     --set "launch.extra_args=[--mca,plm_rsh_agent,$TW_NETEM_RSH_AGENT,--mca,oob_tcp_if_include,eth0]") ;;
+                     --set "launch.extra_args=[--mca,plm_rsh_agent,$TW_NETEM_RSH_AGENT,--mca,oob_tcp_if_include,eth0,--mca,rtc,^hwloc]") ;;
   esac
   local rep method dir
   for ((rep = 1; rep <= repeats; rep++)); do

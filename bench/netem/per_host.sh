@@ -96,6 +96,6 @@ echo "netem: $NETEM_HOSTS hosts (${addrs[*]}), ports rate $NETEM_RATE delay $NET
 export TW_NETEM_MODE=perhost TW_NETEM_IFACE=eth0 TW_NETEM_RATE=$NETEM_RATE
 export TW_NETEM_ADDRS="${addrs[*]}" TW_NETEM_NAMESPACES="${namespaces[*]}"
 export TW_NETEM_HOSTFILE=$work/hostfile TW_NETEM_RSH_AGENT=$work/rsh_agent
-export TW_NETEM_MPIRUN_ARGS="--hostfile $work/hostfile --mca plm_rsh_agent $work/rsh_agent --mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0"
+export TW_NETEM_MPIRUN_ARGS="--hostfile $work/hostfile --mca plm_rsh_agent $work/rsh_agent --mca rtc ^hwloc --mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0"
 ip netns exec "${namespaces[0]}" "${NETEM_CMD[@]}" &
 netem_wait_child $!

@@ -55,7 +55,7 @@ case $case_name in
     timeout 300 bench/netem/per_host.sh --hosts 4 --rate 200mbit -- bash -c '
       "$0" launch "$@" --hostfile "$TW_NETEM_HOSTFILE" --set launch.transport=tcp \
         --set launch.tcp_interface=eth0 \
-        --set "launch.extra_args=[--mca,plm_rsh_agent,$TW_NETEM_RSH_AGENT,--mca,oob_tcp_if_include,eth0]"
+        --set "launch.extra_args=[--mca,plm_rsh_agent,$TW_NETEM_RSH_AGENT,--mca,oob_tcp_if_include,eth0,--mca,rtc,^hwloc]"
     ' "$thinwire" "${job[@]}" --set "run.output_dir=$work/multi" >"$work/multi.log" 2>&1 ||
       { cat "$work/multi.log"; fail "the 4-host run failed"; }
     cat "$work/multi.log"
