@@ -7,6 +7,10 @@
 #include <cmath>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "base/error.h"
 
 namespace thinwire::compressors {
@@ -17,6 +21,8 @@ constexpr int kMaxBits = 8;
 constexpr int kLanes = 8;
 // Elements one at::parallel_for task should at least cover.
 constexpr int64_t kParallelGrain = 1 << 15;
+// Elements whose levels are computed before their codes are written.
+constexpr int64_t kSubBlock = 256;
 
 void checkFloatTensor(const at::Tensor& tensor, const char* what) {
   TW_CHECK(tensor.defined(), "quantize: ", what, " is undefined");
@@ -45,57 +51,135 @@ float uniform(uint64_t seed, uint64_t j) {
   return static_cast<float>(splitmix64(seed, j) >> 40) * (1.0f / 16777216.0f);
 }
 
-// LSB-first bit stream writer; starts on a byte boundary.
-class BitWriter {
+// Note [Code groups]
+// Eight b-bit codes fill exactly b bytes, so a stream that starts on a byte boundary can be
+// written and read in groups of 8 codes: compose the group in a 64-bit integer (code k at bit
+// k * b) and move its b bytes lowest first. This is the LSB-first stream of the header, without
+// a branch per bit, and independent of the machine's byte order.
+
+// Writes codes to an LSB-first stream that starts on a byte boundary (see Note [Code groups]).
+class CodeWriter {
  public:
-  BitWriter(uint8_t* out, int bits) : out_(out), bits_(bits) {}
+  CodeWriter(uint8_t* out, int bits) : out_(out), bits_(bits) {}
 
   void put(uint32_t code) {
-    buffer_ |= static_cast<uint64_t>(code) << filled_;
-    filled_ += bits_;
-    while (filled_ >= 8) {
-      *out_++ = static_cast<uint8_t>(buffer_);
-      buffer_ >>= 8;
-      filled_ -= 8;
+    pending_[count_++] = code;
+    if (count_ == 8) {
+      emit(bits_);
+      count_ = 0;
     }
   }
 
-  // Writes the last partial byte; its unused high bits are 0.
+  // Same as put() for levels[0..count), with whole groups composed straight from `levels`.
+  void putAll(const int32_t* levels, int64_t count) {
+    int64_t i = 0;
+    for (; i < count && count_ != 0; ++i) put(static_cast<uint32_t>(levels[i]));
+    for (; i + 8 <= count; i += 8) {
+      uint64_t group = 0;
+      for (int k = 0; k < 8; ++k) group |= static_cast<uint64_t>(levels[i + k]) << (k * bits_);
+      write(group, bits_);
+    }
+    for (; i < count; ++i) put(static_cast<uint32_t>(levels[i]));
+  }
+
+  // Writes the codes of an unfinished group; unused high bits of the last byte are 0.
   void flush() {
-    if (filled_ > 0) *out_ = static_cast<uint8_t>(buffer_);
+    if (count_ == 0) return;
+    std::fill(pending_ + count_, pending_ + 8, 0U);
+    emit((count_ * bits_ + 7) / 8);
+    count_ = 0;
   }
 
  private:
+  void emit(int bytes) {
+    uint64_t group = 0;
+    for (int k = 0; k < 8; ++k) group |= static_cast<uint64_t>(pending_[k]) << (k * bits_);
+    write(group, bytes);
+  }
+
+  void write(uint64_t group, int bytes) {
+    for (int t = 0; t < bytes; ++t) *out_++ = static_cast<uint8_t>(group >> (8 * t));
+  }
+
   uint8_t* out_;
   int bits_;
-  uint64_t buffer_ = 0;
-  int filled_ = 0;
+  uint32_t pending_[8] = {};
+  int count_ = 0;
 };
 
-// LSB-first bit stream reader; starts on a byte boundary and never reads past the byte that
-// holds the last bit it returns.
-class BitReader {
+// Reads codes from an LSB-first stream that starts on a byte boundary and ends at `end` (see
+// Note [Code groups]); never reads at or past `end`.
+class CodeReader {
  public:
-  BitReader(const uint8_t* in, int bits) : in_(in), bits_(bits), mask_((1U << bits) - 1U) {}
+  CodeReader(const uint8_t* in, const uint8_t* end, int bits)
+      : in_(in), end_(end), bits_(bits), mask_((1U << bits) - 1U) {}
 
   uint32_t get() {
-    while (filled_ < bits_) {
-      buffer_ |= static_cast<uint64_t>(*in_++) << filled_;
-      filled_ += 8;
-    }
-    const uint32_t code = static_cast<uint32_t>(buffer_) & mask_;
-    buffer_ >>= bits_;
-    filled_ -= bits_;
-    return code;
+    if (next_ == 8) refill();
+    return codes_[next_++];
   }
 
  private:
+  void refill() {
+    const int bytes = static_cast<int>(std::min<int64_t>(bits_, end_ - in_));
+    uint64_t group = 0;
+    for (int t = 0; t < bytes; ++t) group |= static_cast<uint64_t>(in_[t]) << (8 * t);
+    in_ += bytes;
+    for (int k = 0; k < 8; ++k) codes_[k] = static_cast<uint32_t>(group >> (k * bits_)) & mask_;
+    next_ = 0;
+  }
+
   const uint8_t* in_;
+  const uint8_t* end_;
   int bits_;
   uint32_t mask_;
-  uint64_t buffer_ = 0;
-  int filled_ = 0;
+  uint32_t codes_[8] = {};
+  int next_ = 8;
 };
+
+// min(floor((p - lowest) / unit + offset), levels) for unit > 0, in [0, levels]. Written as
+// compare-selects (min/max) so that NaN lands on `levels` rather than in an undefined
+// conversion, and so the loops around it vectorise.
+inline int32_t levelFor(float p, float lowest, float unit, float offset, float levels) {
+  float t = (p - lowest) / unit + offset;
+  t = t < levels ? t : levels;
+  t = t > 0.0f ? t : 0.0f;
+  return static_cast<int32_t>(t);  // t >= 0: truncation is floor
+}
+
+// For i in [0, count): level_i = levelFor(r_i, ..., offsets ? offsets[i] : 0.5) and r_i -= lowest
+// + level_i * unit. The SSE2 path (baseline on x86-64) computes bit-identical results: min_ps and
+// max_ps select exactly like levelFor's compares, NaN included.
+void quantizeBlock(float* r,
+                   int64_t count,
+                   float lowest,
+                   float unit,
+                   float levels,
+                   const float* offsets,
+                   int32_t* levelOut) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  const __m128 lowestV = _mm_set1_ps(lowest);
+  const __m128 unitV = _mm_set1_ps(unit);
+  const __m128 levelsV = _mm_set1_ps(levels);
+  const __m128 zero = _mm_setzero_ps();
+  const __m128 half = _mm_set1_ps(0.5f);
+  for (; i + 4 <= count; i += 4) {
+    const __m128 p = _mm_loadu_ps(r + i);
+    const __m128 offset = offsets != nullptr ? _mm_loadu_ps(offsets + i) : half;
+    __m128 t = _mm_add_ps(_mm_div_ps(_mm_sub_ps(p, lowestV), unitV), offset);
+    t = _mm_max_ps(_mm_min_ps(t, levelsV), zero);
+    const __m128i level = _mm_cvttps_epi32(t);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(levelOut + i), level);
+    const __m128 decoded = _mm_add_ps(lowestV, _mm_mul_ps(_mm_cvtepi32_ps(level), unitV));
+    _mm_storeu_ps(r + i, _mm_sub_ps(p, decoded));
+  }
+#endif
+  for (; i < count; ++i) {
+    levelOut[i] = levelFor(r[i], lowest, unit, offsets != nullptr ? offsets[i] : 0.5f, levels);
+    r[i] = r[i] - (lowest + static_cast<float>(levelOut[i]) * unit);
+  }
+}
 
 struct Range {
   float min;
@@ -184,7 +268,7 @@ void QuantizeCompressor::compress(at::Tensor& residual,
   const bool byteAligned = (bucket * bits) % 8 == 0;
   const int64_t grain = byteAligned ? std::max<int64_t>(1, kParallelGrain / bucket) : buckets;
   at::parallel_for(0, buckets, grain, [&](int64_t begin, int64_t end) {
-    BitWriter writer(codes + begin * bucket * bits / 8, bits);
+    CodeWriter writer(codes + begin * bucket * bits / 8, bits);
     for (int64_t k = begin; k < end; ++k) {
       const int64_t start = k * bucket;
       const int64_t len = std::min(bucket, numel - start);
@@ -194,19 +278,26 @@ void QuantizeCompressor::compress(at::Tensor& residual,
       const float lowest = range.min;
       std::memcpy(meta + 8 * k, &unit, sizeof(float));
       std::memcpy(meta + 8 * k + 4, &lowest, sizeof(float));
-      for (int64_t i = 0; i < len; ++i) {
-        const float p = rb[i];
-        uint32_t level = 0;
-        if (unit > 0.0f) {
-          const float offset = stochastic ? uniform(seed, static_cast<uint64_t>(start + i)) : 0.5f;
-          float t = (p - lowest) / unit + offset;
-          // Written so that NaN lands on maxLevel rather than in an undefined conversion.
-          t = t < levels ? t : levels;
-          t = t > 0.0f ? t : 0.0f;
-          level = static_cast<uint32_t>(t);  // t >= 0: truncation is floor
+      // Levels and residuals of a sub-block first (vectorised), then the codes.
+      for (int64_t sub = 0; sub < len; sub += kSubBlock) {
+        const int64_t count = std::min(kSubBlock, len - sub);
+        float* rs = rb + sub;
+        int32_t levelOf[kSubBlock];
+        if (!(unit > 0.0f)) {
+          for (int64_t i = 0; i < count; ++i) {
+            levelOf[i] = 0;
+            rs[i] = rs[i] - lowest;
+          }
+        } else {
+          float offsets[kSubBlock];
+          if (stochastic) {
+            for (int64_t i = 0; i < count; ++i) {
+              offsets[i] = uniform(seed, static_cast<uint64_t>(start + sub + i));
+            }
+          }
+          quantizeBlock(rs, count, lowest, unit, levels, stochastic ? offsets : nullptr, levelOf);
         }
-        writer.put(level);
-        rb[i] = p - (lowest + static_cast<float>(level) * unit);
+        writer.putAll(levelOf, count);
       }
     }
     writer.flush();
@@ -239,7 +330,7 @@ void QuantizeCompressor::decompressAdd(const Payload& payload,
   const bool byteAligned = (bucket * bits) % 8 == 0;
   const int64_t grain = byteAligned ? std::max<int64_t>(1, kParallelGrain / bucket) : buckets;
   at::parallel_for(0, buckets, grain, [&](int64_t begin, int64_t end) {
-    BitReader reader(codes + begin * bucket * bits / 8, bits);
+    CodeReader reader(codes + begin * bucket * bits / 8, meta + bytes, bits);
     for (int64_t k = begin; k < end; ++k) {
       const int64_t start = k * bucket;
       const int64_t len = std::min(bucket, numel - start);
