@@ -119,6 +119,21 @@ class CodeReader {
     return codes_[next_++];
   }
 
+  // Same as `count` calls of get(), whole groups decoded straight into `levels`.
+  void getAll(int32_t* levels, int64_t count) {
+    int64_t i = 0;
+    for (; i < count && next_ != 8; ++i) levels[i] = static_cast<int32_t>(get());
+    for (; i + 8 <= count && end_ - in_ >= bits_; i += 8) {
+      uint64_t group = 0;
+      for (int t = 0; t < bits_; ++t) group |= static_cast<uint64_t>(in_[t]) << (8 * t);
+      in_ += bits_;
+      for (int k = 0; k < 8; ++k) {
+        levels[i + k] = static_cast<int32_t>((group >> (k * bits_)) & mask_);
+      }
+    }
+    for (; i < count; ++i) levels[i] = static_cast<int32_t>(get());
+  }
+
  private:
   void refill() {
     const int bytes = static_cast<int>(std::min<int64_t>(bits_, end_ - in_));
@@ -339,9 +354,13 @@ void QuantizeCompressor::decompressAdd(const Payload& payload,
       std::memcpy(&unit, meta + 8 * k, sizeof(float));
       std::memcpy(&lowest, meta + 8 * k + 4, sizeof(float));
       float* ob = o + start;
-      for (int64_t i = 0; i < len; ++i) {
-        const float level = static_cast<float>(reader.get());
-        ob[i] += alpha * (lowest + level * unit);
+      for (int64_t sub = 0; sub < len; sub += kSubBlock) {
+        const int64_t count = std::min(kSubBlock, len - sub);
+        int32_t levelOf[kSubBlock];
+        reader.getAll(levelOf, count);
+        for (int64_t i = 0; i < count; ++i) {
+          ob[sub + i] += alpha * (lowest + static_cast<float>(levelOf[i]) * unit);
+        }
       }
     }
   });
