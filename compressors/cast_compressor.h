@@ -9,6 +9,7 @@
 // elements.
 // Range: float16 does not saturate: |p| > 65504 becomes inf (and the residual -inf/NaN), values
 // below 2^-24 flush to zero; bfloat16 has float32's range. Scale float16 inputs first if needed.
+// The bits of a NaN in the payload are unspecified (they may depend on the CPU).
 //
 // Ownership: stateless; the payload's storage is reused when the caller hands the same Payload
 // back. Threading: compress() and decompressAdd() may run concurrently on different tensors.

@@ -26,7 +26,7 @@
 //
 // Example:
 //   QuantizeCompressor quantize(QuantizeOptions{.bucket = 512, .stochastic = true});
-//   LayerParams params{.bits = 4, .rankSeed = seedOf(step, layer, rank)};
+//   LayerParams params{.bits = 4, .rankSeed = 1234};   // rankSeed: per step, layer and rank
 //   Payload payload;
 //   quantize.compress(scratch, gradient, 1.0f, payload, params);   // scratch: zeros
 //   quantize.decompressAdd(payload, sum, 1.0f / worldSize, params);
