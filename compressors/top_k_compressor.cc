@@ -1,0 +1,406 @@
+#include "compressors/top_k_compressor.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include "base/error.h"
+
+namespace thinwire::compressors {
+namespace {
+
+// Note [Magnitude keys]
+// For non-negative IEEE floats the bit patterns order like the values, so |p| is ranked by
+// key = (bits & 0x7fffffff) + 1, and NaN (patterns above +inf's 0x7f800000) gets key 0: below
+// every number, zero included. Keys fit in 31 bits. Exact selection is a radix select over the
+// keys: a histogram of the top 11 bits (built in the same pass that computes p), then, only when
+// the bin holding the k-th largest key is still crowded, histograms of the next 12 and the last
+// 8 bits restricted to that bin. A final pass gathers the keys above the chosen bin plus the bin
+// itself (resolved with nth_element when it is small) or, once the key is exact, the first ties
+// in index order: lowest index wins.
+struct Level {
+  int shift;  // key >> shift is the bin prefix at this level
+  int bits;   // bins at this level = 2^bits
+};
+constexpr Level kLevels[] = {{20, 11}, {8, 12}, {0, 8}};
+constexpr int kLevelCount = 3;
+constexpr int64_t kMaxBins = int64_t{1} << 12;
+// Sub-histograms per chunk in the fused pass: neighbouring elements usually land in the same bin,
+// and spreading them over four tables breaks the store-to-load dependency between increments.
+constexpr int kSubHistograms = 4;
+constexpr int64_t kBlock = 16;
+// Below this many elements per thread a parallel loop costs more than it saves.
+constexpr int64_t kGrainSize = int64_t{1} << 16;
+// Largest float16 magnitude: values beyond saturate there (instead of becoming inf), and the
+// residual keeps the rest.
+constexpr float kHalfMax = 65504.0f;
+
+inline uint32_t magnitudeKey(float value) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(bits));
+  bits &= 0x7fffffffu;
+  return bits <= 0x7f800000u ? bits + 1 : 0;
+}
+
+int64_t chunkCountFor(int64_t numel) {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), numel / kGrainSize));
+}
+
+// p = residual + scale * addend stored into residual; histogram of key >> shift into
+// `histogram` (kSubHistograms tables of kMaxBins).
+void fusedHistogram(float* __restrict residual,
+                    const float* __restrict addend,
+                    float scale,
+                    int64_t numel,
+                    uint32_t* __restrict histogram) {
+  const int shift = kLevels[0].shift;
+  int64_t i = 0;
+  for (; i + kBlock <= numel; i += kBlock) {
+    float* r = residual + i;
+    if (addend != nullptr) {
+      const float* a = addend + i;
+      for (int64_t j = 0; j < kBlock; ++j) r[j] = r[j] + scale * a[j];
+    }
+    for (int64_t j = 0; j < kBlock; j += kSubHistograms) {
+      for (int s = 0; s < kSubHistograms; ++s) {
+        ++histogram[s * kMaxBins + (magnitudeKey(r[j + s]) >> shift)];
+      }
+    }
+  }
+  for (; i < numel; ++i) {
+    if (addend != nullptr) residual[i] = residual[i] + scale * addend[i];
+    ++histogram[magnitudeKey(residual[i]) >> shift];
+  }
+  for (int s = 1; s < kSubHistograms; ++s) {
+    for (int64_t b = 0; b < kMaxBins; ++b) histogram[b] += histogram[s * kMaxBins + b];
+  }
+}
+
+// Histogram of the `level` bits of the keys whose higher bits equal `prefix`.
+void prefixHistogram(const float* __restrict residual,
+                     int64_t numel,
+                     int level,
+                     uint32_t prefix,
+                     uint32_t* __restrict histogram) {
+  const int prefixShift = kLevels[level - 1].shift;
+  const int shift = kLevels[level].shift;
+  const uint32_t mask = (uint32_t{1} << kLevels[level].bits) - 1;
+  for (int64_t i = 0; i < numel; ++i) {
+    const uint32_t key = magnitudeKey(residual[i]);
+    if ((key >> prefixShift) == prefix) ++histogram[(key >> shift) & mask];
+  }
+}
+
+// Appends the positions (offset by `base`) and keys of the elements with key >= highFloor, and
+// of those with key in [binFloor, highFloor) while `budget` lasts, in index order. Returns how
+// many were written.
+int64_t gather(const float* __restrict residual,
+               int64_t numel,
+               int64_t base,
+               uint32_t binFloor,
+               uint32_t highFloor,
+               int64_t budget,
+               int32_t* __restrict positions,
+               uint32_t* __restrict keys) {
+  // Blocks of 16 are tested as a whole on the raw magnitude bits (see Note [Magnitude keys]):
+  // key >= binFloor iff bits > binFloor - 2 for numbers; a NaN passes the block test and fails
+  // the exact test below.
+  using Lanes = int32_t __attribute__((vector_size(16)));
+  const int32_t below = static_cast<int32_t>(binFloor) - 2;
+  const Lanes limit = {below, below, below, below};
+  const Lanes magnitudeMask = {0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff};
+  int64_t count = 0;
+  auto visit = [&](int64_t j) {
+    const uint32_t key = magnitudeKey(residual[j]);
+    if (key >= highFloor || (key >= binFloor && budget > 0)) {
+      if (key < highFloor) --budget;
+      positions[count] = static_cast<int32_t>(base + j);
+      keys[count] = key;
+      ++count;
+    }
+  };
+  int64_t i = 0;
+  for (; i + kBlock <= numel; i += kBlock) {
+    Lanes any = {0, 0, 0, 0};
+    for (int64_t lane = 0; lane < kBlock; lane += 4) {
+      Lanes bits;
+      std::memcpy(&bits, residual + i + lane, sizeof(bits));
+      any |= (bits & magnitudeMask) > limit;
+    }
+    uint64_t halves[2];
+    std::memcpy(halves, &any, sizeof(halves));
+    if ((halves[0] | halves[1]) == 0) continue;
+    for (int64_t j = i; j < i + kBlock; ++j) visit(j);
+  }
+  for (; i < numel; ++i) visit(i);
+  return count;
+}
+
+void checkRatio(double ratio) {
+  TW_CHECK(ratio > 0 && ratio <= 1, "top-k: ratio must be in (0, 1], got ", ratio);
+}
+
+void checkFloatTensor(const char* what, const at::Tensor& tensor) {
+  TW_CHECK(tensor.defined(), "top-k: ", what, " is undefined");
+  TW_CHECK(tensor.device().is_cpu() && tensor.scalar_type() == at::kFloat && tensor.is_contiguous(),
+           "top-k: ", what, " must be a contiguous float32 CPU tensor, got ", tensor.toString(),
+           tensor.is_contiguous() ? "" : " (not contiguous)");
+}
+
+}  // namespace
+
+int64_t topKCount(int64_t numel, double ratio) {
+  checkRatio(ratio);
+  TW_CHECK(numel >= 0, "top-k: numel must be >= 0, got ", numel);
+  if (numel == 0) return 0;
+  return std::max<int64_t>(1, static_cast<int64_t>(std::floor(ratio * static_cast<double>(numel))));
+}
+
+TopKCompressor::TopKCompressor(TopKOptions options) : options_(options) {
+  TW_CHECK(options.sampleRatio > 0 && options.sampleRatio <= 1,
+           "top-k: sampleRatio must be in (0, 1], got ", options.sampleRatio);
+  TW_CHECK(options.maxAdaptations >= 0, "top-k: maxAdaptations must be >= 0, got ",
+           options.maxAdaptations);
+  TW_CHECK(options.upperBound >= 1, "top-k: upperBound must be >= 1, got ", options.upperBound);
+  TW_CHECK(options.lowerBound > 0 && options.lowerBound <= 1,
+           "top-k: lowerBound must be in (0, 1], got ", options.lowerBound);
+}
+
+void TopKCompressor::compress(at::Tensor& residual,
+                              const at::Tensor& addend,
+                              float addendScale,
+                              Payload& out,
+                              const LayerParams& params) {
+  checkRatio(params.ratio);
+  checkFloatTensor("residual", residual);
+  const int64_t numel = residual.numel();
+  TW_CHECK(numel <= INT32_MAX, "top-k: numel = ", numel, " exceeds the int32 index range");
+  if (addend.defined()) {
+    checkFloatTensor("addend", addend);
+    TW_CHECK(addend.numel() == numel, "top-k: addend has ", addend.numel(), " elements, residual ",
+             numel);
+  }
+  out.numel = numel;
+  out.parts.clear();
+  if (numel == 0) {
+    out.data = at::empty({0}, at::kByte);
+    return;
+  }
+  const int64_t k = topKCount(numel, params.ratio);
+  float* r = residual.data_ptr<float>();
+  const float* a = addend.defined() ? addend.data_ptr<float>() : nullptr;
+  selectExact(r, a, addendScale, numel, k);
+  selectedValues_.resize(selected_.size());
+  for (size_t j = 0; j < selected_.size(); ++j) selectedValues_[j] = r[selected_[j]];
+  emit(r, numel, out);
+}
+
+void TopKCompressor::selectExact(
+    float* residual, const float* addend, float addendScale, int64_t numel, int64_t k) {
+  const int64_t chunks = chunkCountFor(numel);
+  const int64_t chunkSize = (numel + chunks - 1) / chunks;
+  const int64_t histogramStride = kSubHistograms * kMaxBins;
+  histograms_.assign(chunks * histogramStride, 0);
+  chunkAbove_.assign(chunks, 0);
+  chunkBin_.assign(chunks, 0);
+  auto chunkBegin = [&](int64_t c) { return std::min(numel, c * chunkSize); };
+  auto chunkEnd = [&](int64_t c) { return std::min(numel, (c + 1) * chunkSize); };
+
+  // Walk the levels until the bin holding the k-th largest key is exact, taken whole, or small
+  // enough to resolve by sorting. See Note [Magnitude keys].
+  uint32_t prefix = 0;
+  int64_t need = k;
+  int64_t binCount = 0;
+  int level = 0;
+  bool resolve = false;
+  for (;; ++level) {
+    if (level > 0) std::fill(histograms_.begin(), histograms_.end(), 0);
+    at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
+      for (int64_t c = first; c < last; ++c) {
+        uint32_t* histogram = histograms_.data() + c * histogramStride;
+        const int64_t begin = chunkBegin(c);
+        if (level == 0) {
+          fusedHistogram(residual + begin, addend == nullptr ? nullptr : addend + begin,
+                         addendScale, chunkEnd(c) - begin, histogram);
+        } else {
+          prefixHistogram(residual + begin, chunkEnd(c) - begin, level, prefix, histogram);
+        }
+      }
+    });
+    const int64_t bins = int64_t{1} << kLevels[level].bits;
+    int64_t above = 0;
+    int64_t bin = bins - 1;
+    for (;; --bin) {
+      int64_t total = 0;
+      for (int64_t c = 0; c < chunks; ++c) total += histograms_[c * histogramStride + bin];
+      if (above + total >= need || bin == 0) {
+        binCount = total;
+        break;
+      }
+      above += total;
+    }
+    for (int64_t c = 0; c < chunks; ++c) {
+      const uint32_t* histogram = histograms_.data() + c * histogramStride;
+      for (int64_t b = bin + 1; b < bins; ++b) chunkAbove_[c] += histogram[b];
+      chunkBin_[c] = histogram[bin];
+    }
+    need -= above;
+    prefix = (prefix << kLevels[level].bits) | static_cast<uint32_t>(bin);
+    TW_ASSERT(need >= 1 && need <= binCount, "need ", need, " of a bin of ", binCount);
+    if (need == binCount || level == kLevelCount - 1) break;
+    if (binCount <= std::max<int64_t>({k, int64_t{1} << 16, numel / 32})) {
+      resolve = true;
+      break;
+    }
+  }
+
+  // Gather: everything above the bin, plus the whole bin (taken whole, or resolved below) or,
+  // when the key is exact, the first `need` ties in index order.
+  const uint32_t binFloor = prefix << kLevels[level].shift;
+  const bool exactKey = level == kLevelCount - 1 && need < binCount;
+  const uint32_t highFloor = exactKey ? binFloor + 1 : binFloor;
+  std::vector<int64_t> offsets(chunks + 1, 0);
+  std::vector<int64_t> budgets(chunks, 0);
+  int64_t tiesLeft = need;
+  for (int64_t c = 0; c < chunks; ++c) {
+    budgets[c] = exactKey ? std::min<int64_t>(tiesLeft, chunkBin_[c]) : chunkBin_[c];
+    tiesLeft -= budgets[c];
+    offsets[c + 1] = offsets[c] + chunkAbove_[c] + budgets[c];
+  }
+  candidates_.resize(offsets[chunks]);
+  candidateKeys_.resize(offsets[chunks]);
+  std::vector<int64_t> written(chunks, 0);
+  at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t c = first; c < last; ++c) {
+      const int64_t begin = chunkBegin(c);
+      written[c] =
+          gather(residual + begin, chunkEnd(c) - begin, begin, binFloor, highFloor, budgets[c],
+                 candidates_.data() + offsets[c], candidateKeys_.data() + offsets[c]);
+    }
+  });
+  for (int64_t c = 0; c < chunks; ++c) {
+    TW_ASSERT(written[c] == offsets[c + 1] - offsets[c], "chunk ", c, " gathered ", written[c],
+              " of ", offsets[c + 1] - offsets[c]);
+  }
+  if (!resolve) {
+    selected_.assign(candidates_.begin(), candidates_.end());
+    TW_ASSERT(static_cast<int64_t>(selected_.size()) == k, "selected ", selected_.size(), " of ",
+              k);
+    return;
+  }
+
+  // The bin holds more than `need`: its need-th largest key is the exact threshold.
+  const uint64_t binCeil = static_cast<uint64_t>(prefix + 1) << kLevels[level].shift;
+  std::vector<uint32_t> inBin;
+  inBin.reserve(binCount);
+  for (uint32_t key : candidateKeys_) {
+    if (key < binCeil) inBin.push_back(key);
+  }
+  std::nth_element(inBin.begin(), inBin.begin() + (need - 1), inBin.end(), std::greater<>());
+  const uint32_t threshold = inBin[need - 1];
+  int64_t greater = 0;
+  for (uint32_t key : inBin) greater += key > threshold ? 1 : 0;
+  int64_t ties = need - greater;
+  selected_.clear();
+  for (size_t j = 0; j < candidates_.size(); ++j) {
+    const uint32_t key = candidateKeys_[j];
+    if (key > threshold || (key == threshold && ties-- > 0)) selected_.push_back(candidates_[j]);
+  }
+  TW_ASSERT(static_cast<int64_t>(selected_.size()) == k, "selected ", selected_.size(), " of ", k);
+}
+
+void TopKCompressor::emit(float* residual, int64_t numel, Payload& out) {
+  const int64_t count = static_cast<int64_t>(selected_.size());
+  const int64_t bytes = count * (4 + valueBytes());
+  if (!(out.data.defined() && out.data.scalar_type() == at::kByte && out.data.is_contiguous() &&
+        out.data.numel() == bytes)) {
+    out.data = at::empty({bytes}, at::kByte);
+  }
+  out.numel = numel;
+  uint8_t* data = out.data.data_ptr<uint8_t>();
+  std::memcpy(data, selected_.data(), count * sizeof(int32_t));
+  uint8_t* valueData = data + count * sizeof(int32_t);
+  if (options_.fp16Values) {
+    // p - float(half(p)) is exact (Sterbenz: the rounded value is within a factor 2 of p), so
+    // the decoded value plus the new residual is p bit for bit.
+    std::vector<c10::Half> halves(count);
+    for (int64_t j = 0; j < count; ++j) {
+      const float p = selectedValues_[j];
+      const float saturated = p > kHalfMax ? kHalfMax : (p < -kHalfMax ? -kHalfMax : p);
+      halves[j] = c10::Half(saturated);
+      residual[selected_[j]] = p - static_cast<float>(halves[j]);
+    }
+    std::memcpy(valueData, halves.data(), count * sizeof(c10::Half));
+  } else {
+    std::memcpy(valueData, selectedValues_.data(), count * sizeof(float));
+    for (int64_t j = 0; j < count; ++j) residual[selected_[j]] = 0.0f;
+  }
+}
+
+void TopKCompressor::decompressAdd(const Payload& payload,
+                                   at::Tensor& out,
+                                   float alpha,
+                                   const LayerParams& params) const {
+  checkFloatTensor("decompressAdd output", out);
+  TW_CHECK(out.numel() == payload.numel, "top-k: decompressAdd output has ", out.numel(),
+           " elements, the payload decodes to ", payload.numel);
+  const int64_t numel = payload.numel;
+  const int64_t k = topKCount(numel, params.ratio);
+  const int64_t bytes = payload.wireBytes();
+  if (bytes == 0) {
+    TW_CHECK(options_.sampled || k == 0, "top-k: empty payload, expected ", k, " entries");
+    return;
+  }
+  TW_CHECK(payload.data.scalar_type() == at::kByte && payload.data.is_contiguous() &&
+               payload.data.device().is_cpu(),
+           "top-k: payload must be contiguous uint8 bytes, got ", payload.data.toString());
+  const int64_t entryBytes = 4 + valueBytes();
+  TW_CHECK(bytes % entryBytes == 0, "top-k: payload of ", bytes, " bytes is not a whole number of ",
+           entryBytes, "-byte entries");
+  const int64_t count = bytes / entryBytes;
+  TW_CHECK(options_.sampled ? count <= k : count == k, "top-k: payload holds ", count,
+           " entries, expected ", options_.sampled ? "at most " : "", k);
+  const uint8_t* data = payload.data.data_ptr<uint8_t>();
+  const uint8_t* valueData = data + count * sizeof(int32_t);
+  float* o = out.data_ptr<float>();
+  for (int64_t j = 0; j < count; ++j) {
+    int32_t index = 0;
+    std::memcpy(&index, data + j * sizeof(int32_t), sizeof(index));
+    TW_CHECK(index >= 0 && index < numel, "top-k: payload index ", index, " outside [0, ", numel,
+             ")");
+    float value = 0;
+    if (options_.fp16Values) {
+      c10::Half half;
+      std::memcpy(&half, valueData + j * sizeof(c10::Half), sizeof(half));
+      value = static_cast<float>(half);
+    } else {
+      std::memcpy(&value, valueData + j * sizeof(float), sizeof(value));
+    }
+    o[index] += alpha * value;
+  }
+}
+
+int64_t TopKCompressor::payloadBytes(int64_t numel, const LayerParams& params) const {
+  if (options_.sampled) {
+    checkRatio(params.ratio);
+    return -1;
+  }
+  return maxPayloadBytes(numel, params);
+}
+
+int64_t TopKCompressor::maxPayloadBytes(int64_t numel, const LayerParams& params) const {
+  return topKCount(numel, params.ratio) * (4 + valueBytes());
+}
+
+double TopKCompressor::deltaHint(int64_t numel, const LayerParams& params) const {
+  if (numel == 0) return 1.0;
+  return static_cast<double>(topKCount(numel, params.ratio)) / static_cast<double>(numel);
+}
+
+}  // namespace thinwire::compressors
