@@ -1,5 +1,6 @@
 #include "core/config.h"
 
+#include <fnmatch.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -115,6 +116,11 @@ const std::vector<SectionSpec>& sections() {
       {"optim", "Optimizer and its hyper-parameters."},
       {"optim.schedule", "Learning-rate schedule applied on top of `optim.lr`."},
       {"comm", "Gradient communication between ranks."},
+      {"compression",
+       "Gradient compression: what each rank sends (method), the state that keeps it "
+       "convergent (feedback) and how messages are combined (aggregator). See "
+       "docs/compression.md."},
+      {"compression.dgc", "Deep Gradient Compression (`feedback: dgc`, with `method: topk`)."},
       {"launch", "How `thinwire launch` starts the ranks (mpirun or srun)."},
   };
   return kSections;
@@ -339,6 +345,163 @@ std::vector<KeySpec> buildSchema() {
                   "links). `mpi`: MPI_Allreduce (Open MPI's shared-memory path is faster on one "
                   "host). `auto`: ring when the job spans hosts or launch.transport is tcp.")
                   .oneOf({"auto", "ring", "mpi"}));
+  // compression
+  s.push_back(KeySpec(
+                  "compression.method", [](Config& c) -> FieldRef { return &c.compression.method; },
+                  "What each rank sends. `none`: plain float32 averaging (no compression "
+                  "machinery). `identity`: float32 through the compression path. `fp16`, `bf16`: "
+                  "casts. `topk`: the `ratio` largest magnitudes with int32 indices. `randomk`: "
+                  "`ratio` of the positions drawn from a seed shared by all ranks, values only. "
+                  "`sign`: 1 bit per element plus one scale per `sign_chunk`. `quantize`: `bits` "
+                  "per element, max-min per `quantize_bucket`. `powersgd`: rank-`rank` "
+                  "factors P, Q.")
+                  .oneOf({"none", "identity", "fp16", "bf16", "topk", "randomk", "sign", "quantize",
+                          "powersgd"}));
+  s.push_back(KeySpec(
+                  "compression.feedback",
+                  [](Config& c) -> FieldRef { return &c.compression.feedback; },
+                  "State that keeps a biased compressor convergent. `none`; `ef`: error "
+                  "feedback (residual memory); `ef21`: each rank tracks its gradient, sends "
+                  "C(g - h); `econtrol`: EF21 plus damped error feedback (`eta`); `dgc`: momentum "
+                  "correction and masking (needs `method: topk` and `optim.momentum: 0`). "
+                  "PowerSGD always keeps its own error feedback.")
+                  .oneOf({"none", "ef", "ef21", "econtrol", "dgc"}));
+  s.push_back(KeySpec(
+                  "compression.aggregator",
+                  [](Config& c) -> FieldRef { return &c.compression.aggregator; },
+                  "How messages of all ranks become their mean. `allreduce` (summable payloads "
+                  "only: identity, casts, randomk), `allgather` (every rank decodes every "
+                  "message), `two_phase` (all-to-all of chunks, the chunk's owner averages, "
+                  "re-compresses with its own error memory, allgather). `auto`: the cheapest by "
+                  "the cost model (bytes / `link_gbps` + rounds x `latency_us`).")
+                  .oneOf({"auto", "allreduce", "allgather", "two_phase"}));
+  s.push_back(KeySpec(
+                  "compression.ratio", [](Config& c) -> FieldRef { return &c.compression.ratio; },
+                  "Fraction of elements kept by `topk` and `randomk`: k = max(1, floor(ratio x "
+                  "numel)) per tensor.")
+                  .above(0)
+                  .atMost(1));
+  s.push_back(
+      KeySpec(
+          "compression.selection", [](Config& c) -> FieldRef { return &c.compression.selection; },
+          "How `topk` selects. `exact`: the k largest magnitudes, ties to the lowest "
+          "index. `sampled`: DGC's threshold from a sample, then one pass (at most k kept).")
+          .oneOf({"exact", "sampled"}));
+  s.push_back(KeySpec(
+                  "compression.sample_ratio",
+                  [](Config& c) -> FieldRef { return &c.compression.sampleRatio; },
+                  "Fraction of elements sampled for the threshold of `selection: sampled`.")
+                  .above(0)
+                  .atMost(1));
+  s.push_back(KeySpec(
+      "compression.fp16_values", [](Config& c) -> FieldRef { return &c.compression.fp16Values; },
+      "Send `topk` / `randomk` values as float16 (6 instead of 8 bytes per kept element)."));
+  s.push_back(KeySpec(
+      "compression.scale_randomk",
+      [](Config& c) -> FieldRef { return &c.compression.scaleRandomK; },
+      "Scale `randomk` values by numel / k (unbiased); the default unscaled form is for error "
+      "feedback."));
+  s.push_back(KeySpec(
+                  "compression.bits", [](Config& c) -> FieldRef { return &c.compression.bits; },
+                  "Bits per element of `quantize`.")
+                  .atLeast(2)
+                  .atMost(8));
+  s.push_back(KeySpec(
+                  "compression.quantize_bucket",
+                  [](Config& c) -> FieldRef { return &c.compression.quantizeBucket; },
+                  "Elements per max-min bucket of `quantize` (8 bytes of scale each).")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+      "compression.stochastic_rounding",
+      [](Config& c) -> FieldRef { return &c.compression.stochasticRounding; },
+      "`quantize` rounds stochastically (unbiased) instead of to nearest."));
+  s.push_back(KeySpec(
+                  "compression.sign_chunk",
+                  [](Config& c) -> FieldRef { return &c.compression.signChunk; },
+                  "Elements per scale of `sign` (a multiple of 8; 0 = one scale per tensor). "
+                  "Smaller chunks lose less; each costs 4 bytes.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "compression.rank", [](Config& c) -> FieldRef { return &c.compression.rank; },
+                  "Rank of the `powersgd` factors.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+      "compression.warm_start", [](Config& c) -> FieldRef { return &c.compression.warmStart; },
+      "`powersgd` reuses the previous step's Q (one power iteration per step accumulates)."));
+  s.push_back(KeySpec(
+                  "compression.min_compression_rate",
+                  [](Config& c) -> FieldRef { return &c.compression.minCompressionRate; },
+                  "`powersgd` compresses a matrix only when its factors are this many times "
+                  "smaller than it; others go uncompressed.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+      "compression.eta", [](Config& c) -> FieldRef { return &c.compression.eta; },
+      "EControl's feedback strength; negative = derived from the compressor's contraction "
+      "(docs/compression.md)."));
+  s.push_back(KeySpec(
+      "compression.step_units", [](Config& c) -> FieldRef { return &c.compression.stepUnits; },
+      "`ef` keeps its residual in step units (lr x g) instead of gradient units; differs only "
+      "under a changing learning rate."));
+  s.push_back(KeySpec(
+                  "compression.dgc.momentum",
+                  [](Config& c) -> FieldRef { return &c.compression.dgc.momentum; },
+                  "Momentum of DGC's correction (the optimizer then runs without momentum).")
+                  .atLeast(0)
+                  .below(1));
+  s.push_back(KeySpec(
+      "compression.dgc.nesterov", [](Config& c) -> FieldRef { return &c.compression.dgc.nesterov; },
+      "Nesterov form of the momentum correction."));
+  s.push_back(KeySpec(
+      "compression.dgc.masking", [](Config& c) -> FieldRef { return &c.compression.dgc.masking; },
+      "Momentum factor masking: zero the momentum where a coordinate was sent."));
+  s.push_back(KeySpec(
+                  "compression.dgc.clip_norm",
+                  [](Config& c) -> FieldRef { return &c.compression.dgc.clipNorm; },
+                  "Local gradient clipping: each layer's local gradient is clipped to "
+                  "clip_norm / sqrt(ranks) in L2 norm before accumulation; 0 disables.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "compression.dgc.warmup_epochs",
+                  [](Config& c) -> FieldRef { return &c.compression.dgc.warmupEpochs; },
+                  "Exponential sparsity warm-up: density max(ratio^((e+1)/(W+1)), ratio) in "
+                  "epoch e < W; 0 disables.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "compression.min_numel",
+                  [](Config& c) -> FieldRef { return &c.compression.minNumel; },
+                  "Tensors with fewer elements are averaged uncompressed (one float32 "
+                  "allreduce per bucket).")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+      "compression.compress_vectors",
+      [](Config& c) -> FieldRef { return &c.compression.compressVectors; },
+      "Compress 1-D tensors (biases, norms) too; by default they go uncompressed."));
+  s.push_back(KeySpec(
+                  "compression.start_step",
+                  [](Config& c) -> FieldRef { return &c.compression.startStep; },
+                  "Steps of plain float32 averaging before compression starts.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "compression.error_every",
+                  [](Config& c) -> FieldRef { return &c.compression.errorEvery; },
+                  "Every this many steps, record each layer's relative compression error "
+                  "||C(g) - g||^2 / ||g||^2 on its local gradient; 0 disables.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "compression.link_gbps",
+                  [](Config& c) -> FieldRef { return &c.compression.linkGbps; },
+                  "Link bandwidth the `auto` aggregator's cost model assumes, Gbit/s.")
+                  .above(0));
+  s.push_back(KeySpec(
+                  "compression.latency_us",
+                  [](Config& c) -> FieldRef { return &c.compression.latencyUs; },
+                  "Per-message latency the `auto` aggregator's cost model assumes, microseconds.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+      "compression.overrides", [](Config& c) -> FieldRef { return &c.compression.overrides; },
+      "Per-layer settings: each entry is `GLOB key=value ...`; a parameter whose name matches "
+      "GLOB (fnmatch, e.g. `layers.0.*`, `*.bias`) uses these compression keys instead, later "
+      "entries win. Example: `\"layers.2.* method=none\"`."));
   // launch
   s.push_back(KeySpec(
                   "launch.ranks", [](Config& c) -> FieldRef { return &c.launch.ranks; },
@@ -727,6 +890,43 @@ void assignValue(const KeySpec& key,
   }
 }
 
+// One entry of compression.overrides: "GLOB key=value key=value".
+struct CompressionOverride {
+  std::string glob;
+  std::vector<std::pair<std::string, std::string>> assignments;
+};
+
+std::optional<CompressionOverride> parseCompressionOverride(const std::string& text,
+                                                            std::string& error) {
+  std::istringstream words(text);
+  CompressionOverride entry;
+  if (!(words >> entry.glob) || entry.glob.find('=') != std::string::npos) {
+    error = "must be 'GLOB key=value ...' (e.g. \"*.bias method=none\"), got '" + text + "'";
+    return std::nullopt;
+  }
+  std::string word;
+  while (words >> word) {
+    const size_t equals = word.find('=');
+    if (equals == std::string::npos || equals == 0 || equals + 1 == word.size()) {
+      error = "expected key=value after the glob, got '" + word + "' in '" + text + "'";
+      return std::nullopt;
+    }
+    const std::string key = word.substr(0, equals);
+    if (key == "overrides" || key.rfind("compression.", 0) == 0) {
+      error = "key '" + key +
+              "' cannot be overridden per layer (use the key without the "
+              "compression. prefix)";
+      return std::nullopt;
+    }
+    entry.assignments.emplace_back(key, word.substr(equals + 1));
+  }
+  if (entry.assignments.empty()) {
+    error = "'" + text + "' sets nothing; add key=value pairs after the glob";
+    return std::nullopt;
+  }
+  return entry;
+}
+
 // Parsing state of one fromString() call.
 struct Parser {
   Config config;
@@ -808,8 +1008,63 @@ struct Parser {
     return originOf(other);
   }
 
+  // Checks the compression keys that depend on each other; `subject` names where `cc` came from
+  // (the section or one override entry).
+  void checkCompression(const CompressionConfig& cc,
+                        const Origin& origin,
+                        const std::string& subject) {
+    if (cc.feedback == "dgc" && cc.method != "topk" && cc.method != "none" &&
+        cc.method != "powersgd") {
+      fail(origin, subject, "feedback: dgc needs method: topk, got method: " + cc.method);
+    }
+    if (cc.feedback == "dgc" && cc.method == "topk" && config.optim.momentum != 0) {
+      fail(origin, subject,
+           "feedback: dgc applies its own momentum; set optim.momentum: 0 (got " +
+               formatDouble(config.optim.momentum) + ")");
+    }
+    if (cc.signChunk % 8 != 0) {
+      fail(origin, subject,
+           "sign_chunk must be a multiple of 8 (0 = one scale per tensor), got " +
+               std::to_string(cc.signChunk));
+    }
+    static const std::set<std::string> kSummable = {"identity", "fp16", "bf16", "randomk"};
+    if (cc.aggregator == "allreduce" && cc.method != "none" && cc.method != "powersgd" &&
+        kSummable.count(cc.method) == 0) {
+      fail(origin, subject,
+           "aggregator: allreduce needs a summable method (identity, fp16, bf16, randomk), got "
+           "method: " +
+               cc.method);
+    }
+  }
+
+  void checkOverrides() {
+    const std::vector<std::string>& entries = config.compression.overrides;
+    const Origin origin = originOf("compression.overrides");
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const std::string subject = "compression.overrides[" + std::to_string(i) + "]";
+      std::string error;
+      const auto entry = parseCompressionOverride(entries[i], error);
+      if (!entry) fail(origin, subject, error);
+      Parser scratch;
+      scratch.config = config;
+      for (const auto& [key, value] : entry->assignments) {
+        try {
+          scratch.applyOverride("compression." + key + "=" + value);
+        } catch (const ConfigError& e) {
+          std::string what = e.what();
+          const std::string prefix = "--set ";
+          if (what.rfind(prefix, 0) == 0) what = what.substr(prefix.size());
+          fail(origin, subject, "('" + entries[i] + "'): " + what);
+        }
+      }
+      checkCompression(scratch.config.compression, origin, subject);
+    }
+  }
+
   void crossCheck() {
     const Config& c = config;
+    checkCompression(c.compression, originOf("compression.method"), "compression");
+    checkOverrides();
     if (c.model.channels.size() != 2) {
       fail(originOf("model.channels"), "model.channels",
            "must have exactly 2 entries (one per convolution block), got " +
@@ -840,6 +1095,18 @@ struct Parser {
   }
 };
 
+// Nesting depth of `base:` files being read by this thread (a bound against cycles).
+int& baseDepth() {
+  thread_local int depth = 0;
+  return depth;
+}
+
+// Note [Config base]
+// `base: other.yaml` (relative to the including file) starts from other.yaml's effective config
+// (itself fully validated) and applies this file's keys on top, so a variant of an experiment is a
+// few lines (examples/compression/*.yaml). Lists replace, they do not append. Cross-key rules are
+// checked again on the result.
+
 Config parse(const std::string& yaml,
              const std::string& sourceName,
              const std::vector<std::string>& overrides) {
@@ -851,6 +1118,29 @@ Config parse(const std::string& yaml,
   } catch (const YAML::Exception& e) {
     fail(Origin{sourceName, e.mark.is_null() ? 0 : e.mark.line + 1, ""}, "",
          "malformed YAML: " + e.msg);
+  }
+  if (root.IsDefined() && root.IsMap() && root["base"]) {
+    // See Note [Config base]: the base file's effective values first, this file's on top.
+    const YAML::Node baseNode = root["base"];
+    const Origin origin{sourceName, lineOf(baseNode, 1), ""};
+    if (!baseNode.IsScalar() || baseNode.Scalar().empty()) {
+      fail(origin, "base",
+           "must be the path of another config file, got " + describeNode(baseNode));
+    }
+    std::filesystem::path basePath = baseNode.Scalar();
+    if (basePath.is_relative()) {
+      basePath = std::filesystem::path(sourceName).parent_path() / basePath;
+    }
+    if (baseDepth() >= 8) fail(origin, "base", "chain is longer than 8 files (a cycle?)");
+    ++baseDepth();
+    try {
+      parser.config = Config::fromFile(basePath.lexically_normal().string());
+    } catch (const Error& e) {
+      --baseDepth();
+      fail(origin, "base", "'" + basePath.string() + "': " + e.what());
+    }
+    --baseDepth();
+    root.remove("base");
   }
   if (root.IsDefined()) parser.parseMapping(root, "", 1);
   for (const std::string& assignment : overrides) parser.applyOverride(assignment);
@@ -899,6 +1189,21 @@ Config Config::fromString(const std::string& yaml,
   return parse(yaml, sourceName, overrides);
 }
 
+CompressionConfig compressionFor(const Config& config, const std::string& parameterName) {
+  Parser parser;
+  parser.config = config;
+  for (const std::string& text : config.compression.overrides) {
+    std::string error;
+    const auto entry = parseCompressionOverride(text, error);
+    TW_CHECK(entry.has_value(), "compression.overrides: ", error);
+    if (fnmatch(entry->glob.c_str(), parameterName.c_str(), 0) != 0) continue;
+    for (const auto& [key, value] : entry->assignments) {
+      parser.applyOverride("compression." + key + "=" + value);
+    }
+  }
+  return parser.config.compression;
+}
+
 std::string Config::toYaml() const {
   // The accessors take a mutable Config; read through a copy instead of casting const away.
   Config copy = *this;
@@ -935,6 +1240,8 @@ std::string configReferenceMarkdown() {
       << "config.yaml:14: optim.lr must be > 0, got -0.1\n"
       << "config.yaml:3: unknown key 'data.pathh' (did you mean 'data.path'?)\n"
       << "```\n\n"
+      << "A file may start from another: `base: fmnist_mlp.yaml` (a path relative to the "
+         "file) reads that config first and applies this file's keys on top.\n\n"
       << "Any key can be overridden on the command line with the same path; the value is YAML "
          "(a scalar or a flow list), and overrides apply in order after the file:\n\n"
       << "```sh\n"

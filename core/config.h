@@ -96,6 +96,42 @@ struct CommConfig {
   std::string allreduce = "auto";  // comm.allreduce: auto|ring|mpi, large-bucket algorithm
 };
 
+struct DgcConfig {
+  double momentum = 0.9;     // compression.dgc.momentum: momentum of the correction
+  bool nesterov = false;     // compression.dgc.nesterov
+  bool masking = true;       // compression.dgc.masking: momentum factor masking
+  double clipNorm = 0.0;     // compression.dgc.clip_norm: local clipping; 0 disables
+  int64_t warmupEpochs = 0;  // compression.dgc.warmup_epochs: exponential sparsity warm-up
+};
+
+struct CompressionConfig {
+  std::string method = "none";         // compression.method: none|identity|fp16|bf16|topk|...
+  std::string feedback = "ef";         // compression.feedback: none|ef|ef21|econtrol|dgc
+  std::string aggregator = "auto";     // compression.aggregator: auto|allreduce|allgather|two_phase
+  double ratio = 0.01;                 // compression.ratio: top-k / random-k density
+  std::string selection = "exact";     // compression.selection: exact|sampled (top-k)
+  double sampleRatio = 0.01;           // compression.sample_ratio: sampled threshold
+  bool fp16Values = false;             // compression.fp16_values: top-k / random-k values
+  bool scaleRandomK = false;           // compression.scale_randomk: unbiased random-k
+  int64_t bits = 4;                    // compression.bits: quantize
+  int64_t quantizeBucket = 512;        // compression.quantize_bucket
+  bool stochasticRounding = false;     // compression.stochastic_rounding: quantize
+  int64_t signChunk = 2048;            // compression.sign_chunk: elements per sign scale
+  int64_t rank = 1;                    // compression.rank: PowerSGD rank
+  bool warmStart = true;               // compression.warm_start: PowerSGD
+  double minCompressionRate = 2.0;     // compression.min_compression_rate: PowerSGD
+  double eta = -1.0;                   // compression.eta: EControl; < 0 = from the compressor
+  bool stepUnits = false;              // compression.step_units: EF residual in lr * g
+  DgcConfig dgc;                       // compression.dgc.*
+  int64_t minNumel = 4096;             // compression.min_numel: smaller tensors go uncompressed
+  bool compressVectors = false;        // compression.compress_vectors: 1-D tensors too
+  int64_t startStep = 0;               // compression.start_step: plain averaging before it
+  int64_t errorEvery = 100;            // compression.error_every: relative-error sampling period
+  double linkGbps = 1.0;               // compression.link_gbps: cost model bandwidth
+  double latencyUs = 50.0;             // compression.latency_us: cost model latency
+  std::vector<std::string> overrides;  // compression.overrides: "GLOB key=value ..."
+};
+
 struct LaunchConfig {
   int64_t ranks = 4;                   // launch.ranks
   std::string hostfile;                // launch.hostfile: empty = this machine
@@ -116,6 +152,7 @@ struct Config {
   TrainConfig train;
   OptimConfig optim;
   CommConfig comm;
+  CompressionConfig compression;
   LaunchConfig launch;
 
   std::string sourcePath;  // the file it was read from ("" for defaults)
@@ -132,6 +169,11 @@ struct Config {
   // Every key with its effective value, as YAML that fromString() accepts.
   std::string toYaml() const;
 };
+
+// The compression settings of the parameter `parameterName`: `config.compression` with every
+// entry of compression.overrides whose glob (fnmatch syntax, e.g. "layers.0.*", "*.bias") matches
+// the name applied in order. The overrides were validated when the config was parsed.
+CompressionConfig compressionFor(const Config& config, const std::string& parameterName);
 
 // The reference of every key (Markdown), generated from the schema: docs/config.md.
 std::string configReferenceMarkdown();

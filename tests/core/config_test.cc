@@ -81,6 +81,37 @@ void expectSameConfig(const Config& a, const Config& b) {
   EXPECT_EQ(a.comm.timeoutS, b.comm.timeoutS);
   EXPECT_EQ(a.comm.gradientSync, b.comm.gradientSync);
   EXPECT_EQ(a.comm.overlap, b.comm.overlap);
+  const CompressionConfig& x = a.compression;
+  const CompressionConfig& y = b.compression;
+  EXPECT_EQ(x.method, y.method);
+  EXPECT_EQ(x.feedback, y.feedback);
+  EXPECT_EQ(x.aggregator, y.aggregator);
+  EXPECT_EQ(x.ratio, y.ratio);
+  EXPECT_EQ(x.selection, y.selection);
+  EXPECT_EQ(x.sampleRatio, y.sampleRatio);
+  EXPECT_EQ(x.fp16Values, y.fp16Values);
+  EXPECT_EQ(x.scaleRandomK, y.scaleRandomK);
+  EXPECT_EQ(x.bits, y.bits);
+  EXPECT_EQ(x.quantizeBucket, y.quantizeBucket);
+  EXPECT_EQ(x.stochasticRounding, y.stochasticRounding);
+  EXPECT_EQ(x.signChunk, y.signChunk);
+  EXPECT_EQ(x.rank, y.rank);
+  EXPECT_EQ(x.warmStart, y.warmStart);
+  EXPECT_EQ(x.minCompressionRate, y.minCompressionRate);
+  EXPECT_EQ(x.eta, y.eta);
+  EXPECT_EQ(x.stepUnits, y.stepUnits);
+  EXPECT_EQ(x.dgc.momentum, y.dgc.momentum);
+  EXPECT_EQ(x.dgc.nesterov, y.dgc.nesterov);
+  EXPECT_EQ(x.dgc.masking, y.dgc.masking);
+  EXPECT_EQ(x.dgc.clipNorm, y.dgc.clipNorm);
+  EXPECT_EQ(x.dgc.warmupEpochs, y.dgc.warmupEpochs);
+  EXPECT_EQ(x.minNumel, y.minNumel);
+  EXPECT_EQ(x.compressVectors, y.compressVectors);
+  EXPECT_EQ(x.startStep, y.startStep);
+  EXPECT_EQ(x.errorEvery, y.errorEvery);
+  EXPECT_EQ(x.linkGbps, y.linkGbps);
+  EXPECT_EQ(x.latencyUs, y.latencyUs);
+  EXPECT_EQ(x.overrides, y.overrides);
   EXPECT_EQ(a.launch.ranks, b.launch.ranks);
   EXPECT_EQ(a.launch.hostfile, b.launch.hostfile);
   EXPECT_EQ(a.launch.mpirun, b.launch.mpirun);
@@ -139,6 +170,35 @@ const std::vector<std::string> kAllKeys = {"run.name",
                                            "comm.timeout_s",
                                            "comm.gradient_sync",
                                            "comm.overlap",
+                                           "compression.method",
+                                           "compression.feedback",
+                                           "compression.aggregator",
+                                           "compression.ratio",
+                                           "compression.selection",
+                                           "compression.sample_ratio",
+                                           "compression.fp16_values",
+                                           "compression.scale_randomk",
+                                           "compression.bits",
+                                           "compression.quantize_bucket",
+                                           "compression.stochastic_rounding",
+                                           "compression.sign_chunk",
+                                           "compression.rank",
+                                           "compression.warm_start",
+                                           "compression.min_compression_rate",
+                                           "compression.eta",
+                                           "compression.step_units",
+                                           "compression.dgc.momentum",
+                                           "compression.dgc.nesterov",
+                                           "compression.dgc.masking",
+                                           "compression.dgc.clip_norm",
+                                           "compression.dgc.warmup_epochs",
+                                           "compression.min_numel",
+                                           "compression.compress_vectors",
+                                           "compression.start_step",
+                                           "compression.error_every",
+                                           "compression.link_gbps",
+                                           "compression.latency_us",
+                                           "compression.overrides",
                                            "launch.ranks",
                                            "launch.hostfile",
                                            "launch.mpirun",
@@ -221,7 +281,8 @@ TEST(ConfigTest, UnknownKeysAreRejectedWithASuggestion) {
   // A key that exists in another section is suggested there.
   EXPECT_EQ(configError("train:\n  lr: 0.1\n"),
             "cfg.yaml:2: unknown key 'train.lr' (did you mean 'optim.lr'?)");
-  EXPECT_EQ(configError("compression:\n  method: topk\n"), "cfg.yaml:1: unknown key 'compression'");
+  EXPECT_EQ(configError("compression:\n  methd: topk\n"),
+            "cfg.yaml:2: unknown key 'compression.methd' (did you mean 'compression.method'?)");
 }
 
 TEST(ConfigTest, WrongTypesNameKeyLineAndValue) {
@@ -454,6 +515,106 @@ TEST_F(ConfigFileTest, AMissingFileIsADataError) {
   }
 }
 
+TEST(ConfigTest, CompressionOverridesApplyToMatchingParametersInOrder) {
+  const Config c = Config::fromString(
+      "compression:\n"
+      "  method: topk\n"
+      "  ratio: 0.01\n"
+      "  overrides:\n"
+      "    - \"layers.0.* ratio=0.1 feedback=econtrol\"\n"
+      "    - \"*.bias method=none\"\n"
+      "    - \"layers.0.weight ratio=0.2\"\n");
+  EXPECT_EQ(compressionFor(c, "layers.2.weight").ratio, 0.01);
+  EXPECT_EQ(compressionFor(c, "layers.2.weight").feedback, "ef");
+  const CompressionConfig first = compressionFor(c, "layers.0.weight");
+  EXPECT_EQ(first.ratio, 0.2);  // the later entry wins
+  EXPECT_EQ(first.feedback, "econtrol");
+  EXPECT_EQ(first.method, "topk");
+  EXPECT_EQ(compressionFor(c, "layers.0.bias").method, "none");
+  EXPECT_EQ(compressionFor(c, "layers.0.bias").ratio, 0.1);
+  EXPECT_EQ(compressionFor(c, "layers.1.bias").method, "none");
+}
+
+TEST(ConfigTest, BadCompressionOverridesNameTheEntryAndTheProblem) {
+  const std::string head = "compression:\n  method: topk\n  overrides:\n";
+  EXPECT_EQ(configError(head + "    - \"*.bias\"\n"),
+            "cfg.yaml:3: compression.overrides[0] '*.bias' sets nothing; add key=value pairs "
+            "after the glob");
+  EXPECT_EQ(configError(head + "    - \"ok ratio=0.5\"\n    - \"x ratio=1.5\"\n"),
+            "cfg.yaml:3: compression.overrides[1] ('x ratio=1.5'): compression.ratio: must be in "
+            "(0, 1], got 1.5");
+  EXPECT_NE(configError(head + "    - \"x ration=0.5\"\n")
+                .find("unknown key (did you mean "
+                      "'compression.ratio'?)"),
+            std::string::npos)
+      << configError(head + "    - \"x ration=0.5\"\n");
+  EXPECT_NE(configError(head + "    - \"x ratio\"\n").find("expected key=value"),
+            std::string::npos);
+  EXPECT_NE(configError(head + "    - \"x overrides=[]\"\n").find("cannot be overridden"),
+            std::string::npos);
+  // Cross-key rules hold inside an override too.
+  EXPECT_NE(configError(head + "    - \"x method=sign feedback=dgc\"\n")
+                .find("compression.overrides[0] feedback: dgc needs method: topk"),
+            std::string::npos)
+      << configError(head + "    - \"x method=sign feedback=dgc\"\n");
+}
+
+TEST(ConfigTest, CompressionCrossKeyRules) {
+  EXPECT_EQ(configError("optim:\n  momentum: 0.9\ncompression:\n  method: topk\n"
+                        "  feedback: dgc\n"),
+            "cfg.yaml:4: compression feedback: dgc applies its own momentum; set optim.momentum: "
+            "0 (got 0.9)");
+  EXPECT_EQ(configError("compression:\n  method: sign\n  sign_chunk: 12\n"),
+            "cfg.yaml:2: compression sign_chunk must be a multiple of 8 (0 = one scale per "
+            "tensor), got 12");
+  EXPECT_EQ(configError("compression:\n  method: topk\n  aggregator: allreduce\n"),
+            "cfg.yaml:2: compression aggregator: allreduce needs a summable method (identity, "
+            "fp16, bf16, randomk), got method: topk");
+  EXPECT_EQ(configError("compression:\n  method: randomk\n  aggregator: allreduce\n"),
+            "<no error>");
+}
+
+TEST(ConfigTest, CompressionExamplesStartFromTheDefaultExperiment) {
+  const std::filesystem::path dir = std::string(THINWIRE_SOURCE_DIR) + "/examples/compression";
+  const Config base =
+      Config::fromFile(std::string(THINWIRE_SOURCE_DIR) + "/examples/fmnist_mlp.yaml");
+  int count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".yaml") continue;
+    SCOPED_TRACE(entry.path().string());
+    const Config c = Config::fromFile(entry.path().string());
+    EXPECT_NE(c.compression.method, "none");
+    EXPECT_EQ(c.run.name, entry.path().stem().string());
+    EXPECT_EQ(c.model.hidden, base.model.hidden);
+    EXPECT_EQ(c.train.steps, base.train.steps);
+    EXPECT_EQ(c.data.path, base.data.path);
+    ++count;
+  }
+  EXPECT_GE(count, 8);
+}
+
+TEST_F(ConfigFileTest, BaseFilesAreReadFirstAndTheirErrorsNamed) {
+  const std::string basePath = (directory_ / "base.yaml").string();
+  std::ofstream(basePath) << "run:\n  name: base\n  seed: 5\noptim:\n  lr: 0.5\n";
+  std::ofstream((directory_ / "child.yaml").string()) << "base: base.yaml\noptim:\n  lr: 0.25\n";
+  const Config child = Config::fromFile((directory_ / "child.yaml").string());
+  EXPECT_EQ(child.run.seed, 5U);
+  EXPECT_EQ(child.run.name, "base");
+  EXPECT_EQ(child.optim.lr, 0.25);
+  EXPECT_EQ(child.toYaml().find("base:"), std::string::npos);
+
+  std::ofstream((directory_ / "missing.yaml").string()) << "base: nowhere.yaml\n";
+  try {
+    Config::fromFile((directory_ / "missing.yaml").string());
+    FAIL() << "a missing base file was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("missing.yaml:1: base '"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("nowhere.yaml"), std::string::npos) << e.what();
+  }
+  std::ofstream((directory_ / "loop.yaml").string()) << "base: loop.yaml\n";
+  EXPECT_THROW(Config::fromFile((directory_ / "loop.yaml").string()), ConfigError);
+}
+
 TEST(ConfigTest, ToYamlRoundTripsEveryField) {
   Config c;
   c.run.name = "round trip: \"quoted\" #1";
@@ -494,6 +655,31 @@ TEST(ConfigTest, ToYamlRoundTripsEveryField) {
   c.comm.timeoutS = 12.5;
   c.comm.gradientSync = false;
   c.comm.overlap = "off";
+  c.compression.method = "topk";
+  c.compression.feedback = "econtrol";
+  c.compression.aggregator = "two_phase";
+  c.compression.ratio = 0.003;
+  c.compression.selection = "sampled";
+  c.compression.sampleRatio = 0.02;
+  c.compression.fp16Values = true;
+  c.compression.scaleRandomK = true;
+  c.compression.bits = 3;
+  c.compression.quantizeBucket = 128;
+  c.compression.stochasticRounding = true;
+  c.compression.signChunk = 0;
+  c.compression.rank = 4;
+  c.compression.warmStart = false;
+  c.compression.minCompressionRate = 3;
+  c.compression.eta = 0.05;
+  c.compression.stepUnits = true;
+  c.compression.dgc = {0.8, true, false, 2.5, 3};
+  c.compression.minNumel = 10;
+  c.compression.compressVectors = true;
+  c.compression.startStep = 20;
+  c.compression.errorEvery = 7;
+  c.compression.linkGbps = 10;
+  c.compression.latencyUs = 5;
+  c.compression.overrides = {"*.bias method=none", "layers.0.* ratio=0.1 feedback=ef"};
   c.launch.ranks = 16;
   c.launch.hostfile = "/etc/hosts file";
   c.launch.mpirun = "/opt/ompi/bin/mpirun";
@@ -530,7 +716,8 @@ TEST(ConfigTest, ReferenceDocumentsEveryKeyWithTypeAndDefault) {
   EXPECT_NE(doc.find("| `model.hidden` | list of integers | `[2048, 2048]` | entries >= 1 |"),
             std::string::npos);
   EXPECT_NE(doc.find("| `optim.momentum` | number | `0` | in [0, 1) |"), std::string::npos);
-  for (const char* section : {"run", "data", "model", "train", "optim", "comm", "launch"}) {
+  for (const char* section :
+       {"run", "data", "model", "train", "optim", "comm", "compression", "launch"}) {
     EXPECT_NE(doc.find("\n## `" + std::string(section) + "`\n"), std::string::npos) << section;
   }
 }
