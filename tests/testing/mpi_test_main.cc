@@ -1,6 +1,7 @@
-// gtest main for the MPI test tier: initialises MPI once for the process, runs every test on every
-// rank, and makes every rank exit non-zero when any assertion failed on any rank. Ranks other than
-// 0 print only their failures (prefixed with the rank) to keep the log readable.
+// gtest main for the MPI test tier, shared by every module's mpi test binary: initialises MPI once
+// for the process, runs every test on every rank, and makes every rank exit non-zero when any
+// assertion failed on any rank. Ranks other than 0 print only their failures (prefixed with the
+// rank) to keep the log readable.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -40,7 +41,7 @@ int main(int argc, char** argv) {
     }
     int localFailed = RUN_ALL_TESTS() != 0 ? 1 : 0;
     MPI_Allreduce(&localFailed, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    if (rank == 0 && failed) std::cerr << "comm_mpi_tests: a test failed on at least one rank\n";
+    if (rank == 0 && failed) std::cerr << argv[0] << ": a test failed on at least one rank\n";
   }
   return failed;
 }
