@@ -196,9 +196,11 @@ std::unique_ptr<Work> MpiCommunicator::allreduce(at::Tensor& inout,
     if (ring) {
       ringAllreduce(inout);
     } else {
-      TW_MPI_CHECK(MPI_Allreduce(
+      MPI_Request request;
+      TW_MPI_CHECK(MPI_Iallreduce(
           MPI_IN_PLACE, inout.data_ptr(), count, handles_->datatype(inout.scalar_type()),
-          handles_->reduction(options.op, inout.scalar_type()), handles_->comm));
+          handles_->reduction(options.op, inout.scalar_type()), handles_->comm, &request));
+      waitPolitely(&request, 1);
     }
     if (options.op == ReduceOp::kAverage) inout.div_(worldSize_);
   });
@@ -335,8 +337,10 @@ void MpiCommunicator::ringAllreduce(at::Tensor& inout) {
 // Note [Polite waits]
 // Open MPI's blocking calls spin on the CPU until the data arrives. With more ranks than cores
 // (4 ranks on 2 cores here; any over-subscribed node) a rank waiting on a slow link then takes
-// cycles from the ranks still computing, and the step is as slow as the most starved rank. The
-// ring instead tests its requests and, after a short busy phase, sleeps between tests with a
+// cycles from the ranks still computing, and the step is as slow as the most starved rank. Every
+// collective here is therefore started non-blocking (the ring's point-to-point messages, and
+// MPI_I* for the others) and waited on by this function, which tests the requests and, after a
+// short busy phase, sleeps between tests with a
 // back-off capped at kMaxPause: the kernel keeps moving bytes through the socket buffers in the
 // meantime, so on a 1 Gbit/s link a 200 us pause costs at most 25 KB of a step that moves MBs.
 void MpiCommunicator::waitPolitely(void* requests, int count) {
@@ -365,8 +369,10 @@ std::unique_ptr<Work> MpiCommunicator::allgather(const at::Tensor& input, at::Te
   std::string what = describeCollective("allgather", sequence_++, input);
   return queue_.submit(what, [this, input, output, count]() mutable {
     MPI_Datatype type = handles_->datatype(input.scalar_type());
-    TW_MPI_CHECK(MPI_Allgather(input.data_ptr(), count, type, output.data_ptr(), count, type,
-                               handles_->comm));
+    MPI_Request request;
+    TW_MPI_CHECK(MPI_Iallgather(input.data_ptr(), count, type, output.data_ptr(), count, type,
+                                handles_->comm, &request));
+    waitPolitely(&request, 1);
   });
 }
 
@@ -380,8 +386,11 @@ std::unique_ptr<Work> MpiCommunicator::allgatherv(const at::Tensor& input,
   std::string what = describeCollective("allgatherv", sequence_++, input);
   return queue_.submit(what, [this, input, output, mpiCounts, mpiOffsets]() mutable {
     MPI_Datatype type = handles_->datatype(input.scalar_type());
-    TW_MPI_CHECK(MPI_Allgatherv(input.data_ptr(), mpiCounts[rank_], type, output.data_ptr(),
-                                mpiCounts.data(), mpiOffsets.data(), type, handles_->comm));
+    MPI_Request request;
+    TW_MPI_CHECK(MPI_Iallgatherv(input.data_ptr(), mpiCounts[rank_], type, output.data_ptr(),
+                                 mpiCounts.data(), mpiOffsets.data(), type, handles_->comm,
+                                 &request));
+    waitPolitely(&request, 1);
   });
 }
 
@@ -398,9 +407,11 @@ std::unique_ptr<Work> MpiCommunicator::allToAll(const at::Tensor& input,
                               mpiRecvOffsets]() mutable {
     at::Tensor source = separateFrom(input, output);
     MPI_Datatype type = handles_->datatype(input.scalar_type());
-    TW_MPI_CHECK(MPI_Alltoallv(source.data_ptr(), mpiSendCounts.data(), mpiSendOffsets.data(), type,
-                               output.data_ptr(), mpiRecvCounts.data(), mpiRecvOffsets.data(), type,
-                               handles_->comm));
+    MPI_Request request;
+    TW_MPI_CHECK(MPI_Ialltoallv(source.data_ptr(), mpiSendCounts.data(), mpiSendOffsets.data(),
+                                type, output.data_ptr(), mpiRecvCounts.data(),
+                                mpiRecvOffsets.data(), type, handles_->comm, &request));
+    waitPolitely(&request, 1);
   });
 }
 
@@ -417,10 +428,12 @@ std::unique_ptr<Work> MpiCommunicator::reduceScatter(const at::Tensor& input,
       describeCollective("reduceScatter(" + toString(options.op) + ")", sequence_++, input);
   return queue_.submit(what, [this, input, output, options, mpiCounts]() mutable {
     at::Tensor source = separateFrom(input, output);
-    TW_MPI_CHECK(MPI_Reduce_scatter(source.data_ptr(), output.data_ptr(), mpiCounts.data(),
-                                    handles_->datatype(input.scalar_type()),
-                                    handles_->reduction(options.op, input.scalar_type()),
-                                    handles_->comm));
+    MPI_Request request;
+    TW_MPI_CHECK(MPI_Ireduce_scatter(source.data_ptr(), output.data_ptr(), mpiCounts.data(),
+                                     handles_->datatype(input.scalar_type()),
+                                     handles_->reduction(options.op, input.scalar_type()),
+                                     handles_->comm, &request));
+    waitPolitely(&request, 1);
     if (options.op == ReduceOp::kAverage) output.div_(worldSize_);
   });
 }
@@ -431,14 +444,20 @@ std::unique_ptr<Work> MpiCommunicator::broadcast(at::Tensor& inout,
   int count = toMpiCount("broadcast", "inout.numel()", inout.numel());
   std::string what = describeCollective("broadcast", sequence_++, inout);
   return queue_.submit(what, [this, inout, options, count]() mutable {
-    TW_MPI_CHECK(MPI_Bcast(inout.data_ptr(), count, handles_->datatype(inout.scalar_type()),
-                           options.root, handles_->comm));
+    MPI_Request request;
+    TW_MPI_CHECK(MPI_Ibcast(inout.data_ptr(), count, handles_->datatype(inout.scalar_type()),
+                            options.root, handles_->comm, &request));
+    waitPolitely(&request, 1);
   });
 }
 
 std::unique_ptr<Work> MpiCommunicator::barrier() {
   std::string what = "barrier #" + std::to_string(sequence_++);
-  return queue_.submit(what, [this] { TW_MPI_CHECK(MPI_Barrier(handles_->comm)); });
+  return queue_.submit(what, [this] {
+    MPI_Request request;
+    TW_MPI_CHECK(MPI_Ibarrier(handles_->comm, &request));
+    waitPolitely(&request, 1);
+  });
 }
 
 void MpiCommunicator::abort(const std::string& reason) noexcept {
