@@ -38,7 +38,11 @@ GradSync::GradSync(std::vector<optim::NamedParameter> parameters,
   for (size_t b = 0; b < buckets_.size(); ++b) {
     buckets_[b].flat = at::zeros({sizes[b] / 4}, at::kFloat);
   }
-  if (!options_.enabled || comm_.worldSize() == 1) return;
+  if (options_.engine != nullptr && options_.enabled) {
+    syncQueue_ = std::make_unique<comm::OpQueue>(
+        comm::OpQueueOptions{.name = "gradient sync", .errorRank = comm_.rank()});
+  }
+  if (!options_.enabled || (comm_.worldSize() == 1 && options_.engine == nullptr)) return;
   for (size_t k = 0; k < parameters_.size(); ++k) {
     hookHandles_.push_back(parameters_[k].tensor.register_hook(
         [this, k](const at::Tensor& grad) { onGradient(k, grad); }));
@@ -51,9 +55,10 @@ GradSync::~GradSync() {
   }
 }
 
-void GradSync::prepare(bool synchronize) {
+void GradSync::prepare(bool synchronize, const compressors::StepInfo& step) {
   TW_ASSERT(!inFlight_, "prepare() called while a synchronising backward is unfinished");
-  armed_ = synchronize && options_.enabled && comm_.worldSize() > 1;
+  armed_ = synchronize && options_.enabled && (comm_.worldSize() > 1 || options_.engine != nullptr);
+  step_ = step;
   if (!armed_) return;
   for (auto& slot : slots_) slot.ready = false;
   for (auto& bucket : buckets_) {
@@ -118,8 +123,27 @@ void GradSync::launchReadyBuckets(bool force) {
 }
 
 void GradSync::launch(Bucket& bucket) {
-  bucket.work = comm_.allreduce(bucket.flat, {.op = comm::ReduceOp::kAverage});
-  stats_.bytesSent += bucket.flat.numel() * 4;
+  if (options_.engine == nullptr) {
+    bucket.work = comm_.allreduce(bucket.flat, {.op = comm::ReduceOp::kAverage});
+    stats_.bytesSent += bucket.flat.numel() * 4;
+    const int64_t n = comm_.worldSize();
+    stats_.wireBytes += 2 * (n - 1) * bucket.flat.numel() * 4 / n;
+    return;
+  }
+  // See Note [Compressed buckets]. The engine reads and writes only this bucket's buffer.
+  std::vector<at::Tensor> grads;
+  for (size_t k : bucket.parameters) {
+    grads.push_back(bucket.flat.narrow(0, slots_[k].offset, parameters_[k].tensor.numel()));
+  }
+  compressors::CompressionEngine* engine = options_.engine;
+  std::vector<size_t> layers = bucket.parameters;
+  at::Tensor flat = bucket.flat;
+  const compressors::StepInfo step = step_;
+  bucket.work = syncQueue_->submit(
+      "compressed gradient sync of " + std::to_string(layers.size()) + " tensors",
+      [engine, layers = std::move(layers), grads = std::move(grads), flat, step] {
+        engine->sync(layers, grads, flat, step);
+      });
 }
 
 bool GradSync::finish(const BucketDone& onBucketDone) {
@@ -128,7 +152,9 @@ bool GradSync::finish(const BucketDone& onBucketDone) {
   at::NoGradGuard noGrad;
   for (auto& bucket : buckets_) {
     Stopwatch watch;
-    bucket.work->wait(options_.timeout);
+    // A compressed bucket runs several collectives, each bounded by the timeout on the sync
+    // thread; this outer bound only has to exceed their sum.
+    bucket.work->wait(options_.engine != nullptr ? options_.timeout * 16 : options_.timeout);
     stats_.waitSeconds += watch.seconds();
     for (size_t k : bucket.parameters) {
       at::Tensor& param = parameters_[k].tensor;
@@ -144,6 +170,10 @@ bool GradSync::finish(const BucketDone& onBucketDone) {
   }
   armed_ = false;
   inFlight_ = false;
+  if (options_.engine != nullptr) {
+    stats_.bytesSent = options_.engine->payloadBytes();
+    stats_.wireBytes = options_.engine->bytesSent();
+  }
   return true;
 }
 

@@ -29,6 +29,8 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/op_queue.h"
+#include "compressors/compression_engine.h"
 #include "optim/optimizer.h"
 
 namespace thinwire::core {
@@ -38,10 +40,16 @@ struct GradSyncOptions {
   bool overlap = true;            // false: launch every bucket only in finish()
   bool enabled = true;            // false: no communication (compute-only benchmark mode)
   std::chrono::milliseconds timeout = comm::kDefaultTimeout;
+  // Compressed synchronisation (borrowed; built over the same parameter list, layer i =
+  // parameter i): each bucket runs engine->sync() on GradSync's sync thread instead of one
+  // allreduce. Runs at every world size, 1 included, so a single rank trains with the same
+  // compression arithmetic. See Note [Compressed buckets].
+  compressors::CompressionEngine* engine = nullptr;
 };
 
 struct GradSyncStats {
   int64_t bytesSent = 0;             // payload bytes handed to the communicator since construction
+  int64_t wireBytes = 0;             // bytes this rank sent on the wire (ring formulas)
   int64_t bucketsLaunchedEarly = 0;  // buckets started during backward (overlapped)
   int64_t bucketsLaunchedLate = 0;   // buckets started in finish()
   double waitSeconds = 0;            // time finish() spent waiting for communication
@@ -58,7 +66,7 @@ class GradSync {
 
   // Arms (synchronize = true) or disarms the hooks for the next backward. A disarmed backward
   // just accumulates into .grad() (gradient-accumulation micro-steps).
-  void prepare(bool synchronize);
+  void prepare(bool synchronize, const compressors::StepInfo& step = {});
   // Called by finish() for each bucket, in bucket order, once its averaged gradients are in
   // .grad(): the indices (into the parameter list GradSync was built with) it covers.
   using BucketDone = std::function<void(const std::vector<size_t>& parameterIndices)>;
@@ -99,10 +107,19 @@ class GradSync {
   std::vector<Bucket> buckets_;
   std::vector<unsigned> hookHandles_;
   size_t nextLaunch_ = 0;
+  compressors::StepInfo step_;
+  std::unique_ptr<comm::OpQueue> syncQueue_;  // runs the engine's bucket syncs in order
   bool armed_ = false;
   bool inFlight_ = false;
   GradSyncStats stats_;
 };
+
+// Note [Compressed buckets]
+// With an engine, a complete bucket is handed to a sync thread (an OpQueue) that compresses its
+// layers, runs the aggregators' collectives and decodes, in bucket order; the trainer thread
+// keeps running backward meanwhile. Only the sync thread issues collectives between prepare()
+// and finish(), and finish() waits for it before the trainer issues any, so the communicator
+// still sees one issuing thread at a time in lock-step order.
 
 // Note [Bucket order]
 // Every rank must issue the same allreduces in the same order. Buckets are launched strictly in

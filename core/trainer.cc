@@ -14,6 +14,7 @@
 #include "base/error.h"
 #include "base/timer.h"
 #include "core/checkpoint.h"
+#include "core/compression_plan.h"
 #include "core/data/dataset.h"
 #include "core/data/distributed_sampler.h"
 #include "core/metrics.h"
@@ -38,6 +39,13 @@ optim::OptimizerOptions optimizerOptions(const OptimConfig& config) {
           .beta1 = config.beta1,
           .beta2 = config.beta2,
           .eps = config.eps};
+}
+
+// "topk+ef", "sign+ef", "powersgd": the summary's method name for a compressed run.
+std::string compressionMethodName(const Config& config) {
+  const CompressionConfig& c = config.compression;
+  if (c.method == "powersgd" || c.method == "none") return c.method;
+  return c.method + "+" + c.feedback;
 }
 
 optim::LrScheduleOptions scheduleOptions(const Config& config) {
@@ -91,13 +99,18 @@ struct Trainer::State {
       parameters.push_back({item.key(), item.value()});
     }
     optimizer = optim::makeOptimizer(parameters, optimizerOptions(c.optim));
+    if (compressionEnabled(c)) {
+      engine = std::make_unique<compressors::CompressionEngine>(
+          layerSpecs(parameters), comm, compressionPlan(c, parameters, timeout));
+    }
     sync = std::make_unique<GradSync>(
         parameters, comm,
         GradSyncOptions{.bucketBytes = static_cast<int64_t>(c.comm.bucketMb * 1024 * 1024),
                         .overlap = overlapEnabled(c.comm.overlap, options.ranksOnThisHost,
                                                   c.train.threads, options.cores),
                         .enabled = c.comm.gradientSync,
-                        .timeout = timeout});
+                        .timeout = timeout,
+                        .engine = engine.get()});
   }
 
   void broadcastModel() {
@@ -140,6 +153,7 @@ struct Trainer::State {
       std::lock_guard<std::mutex> lock(generator.mutex());
       state["rng.cpu"] = generator.get_state();
     }
+    if (engine) mergeWithPrefix(state, engine->state(), "compression");
     return state;
   }
 
@@ -154,6 +168,24 @@ struct Trainer::State {
       log.info("checkpoint written: ", committed);
     }
     comm.barrier()->wait(timeout);
+  }
+
+  // Per-layer compression statistics: route, wire bytes so far, last sampled relative error.
+  JsonRecord compressionRecord(int64_t step) const {
+    JsonRecord layers;
+    const auto& stats = engine->layerStats();
+    for (size_t l = 0; l < stats.size(); ++l) {
+      layers.add(engine->layers()[l].name, JsonRecord()
+                                               .add("route", stats[l].route)
+                                               .add("bytes_sent", stats[l].bytesSent)
+                                               .add("relative_error", stats[l].relativeError));
+    }
+    return JsonRecord()
+        .add("kind", "compression")
+        .add("step", step)
+        .add("wire_bytes", engine->bytesSent())
+        .add("dense_equivalent_bytes", engine->denseEquivalentBytes())
+        .add("layers", layers);
   }
 
   // Returns the step to continue from (0 for a fresh start).
@@ -192,6 +224,12 @@ struct Trainer::State {
       auto generator = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(generator.mutex());
       generator.set_state(requireEntry(own, "rng.cpu"));
+      if (engine) engine->loadState(extractPrefix(own, "compression"));
+    } else if (engine) {
+      TW_THROW(DataError, "checkpoint '", dir, "' has no state file for rank ", comm.rank(), " ('",
+               rankFile,
+               "'), so the compression state (error feedback) of this rank "
+               "cannot be restored");
     }
     resumedFrom = dir;
     return requireEntry(shared, "trainer.step").item<int64_t>();
@@ -208,6 +246,7 @@ struct Trainer::State {
   std::chrono::milliseconds timeout;
   std::vector<optim::NamedParameter> parameters;
   std::unique_ptr<optim::Optimizer> optimizer;
+  std::unique_ptr<compressors::CompressionEngine> engine;  // null: plain averaging
   std::unique_ptr<GradSync> sync;
 };
 
@@ -260,22 +299,26 @@ JsonRecord Trainer::summaryRecord(const TrainResult& result, double wallSeconds)
   return JsonRecord()
       .add("kind", "summary")
       .add("framework", "thinwire")
-      .add("method", s.config.comm.gradientSync ? "fp32" : "floor")
+      .add("method", !s.config.comm.gradientSync ? "floor"
+                     : s.engine                  ? compressionMethodName(s.config)
+                                                 : "fp32")
       .add("ranks", s.comm.worldSize())
       .add("steps", steps)
       .add("batch_per_rank", s.config.train.batchPerRank)
       .add("seconds_per_step", secondsPerStep)
       .add("warmup_steps_excluded", t.steadySteps > 0 ? StepTimes::kWarmupStepsExcluded : 0)
-      .add("times_per_step_s", JsonRecord()
-                                   .add("data", t.data * perStep)
-                                   .add("forward", t.forward * perStep)
-                                   .add("backward", t.backward * perStep)
-                                   .add("compress", 0.0)
-                                   .add("sync_wait", t.syncWait * perStep)
-                                   .add("optimizer", t.optimizer * perStep))
+      .add("times_per_step_s",
+           JsonRecord()
+               .add("data", t.data * perStep)
+               .add("forward", t.forward * perStep)
+               .add("backward", t.backward * perStep)
+               .add("compress", s.engine ? s.engine->codecSeconds() * perStep : 0.0)
+               .add("sync_wait", t.syncWait * perStep)
+               .add("optimizer", t.optimizer * perStep))
       .add("final_test_accuracy", result.finalTestAccuracy)
       .add("final_test_loss", result.finalTestLoss)
       .add("bytes_sent_per_rank", result.sync.bytesSent)
+      .add("wire_bytes_per_rank", result.sync.wireBytes)
       .add("wall_s", wallSeconds);
 }
 
@@ -305,6 +348,7 @@ TrainResult Trainer::run() {
                config.train.batchPerRank * config.train.gradAccumulation * s.comm.worldSize(),
                "; overlap ", s.sync->overlapping() ? "on" : "off",
                " (comm.overlap: ", config.comm.overlap, ")");
+    if (s.engine) s.log.info("compression: ", s.engine->describe());
   }
 
   const int64_t accumulation = config.train.gradAccumulation;
@@ -319,6 +363,7 @@ TrainResult Trainer::run() {
                                : config.train.steps;
   for (; step < lastStep; ++step) {
     Stopwatch stepClock;
+    const double lr = s.schedule.lrAt(step);
     for (int64_t micro = 0; micro < accumulation; ++micro) {
       Stopwatch phase;
       Batch batch = s.train->batch(s.sampler.indices(step * accumulation + micro));
@@ -334,14 +379,18 @@ TrainResult Trainer::run() {
         seenSum += static_cast<double>(batch.labels.size(0));
       }
       phase.reset();
-      s.sync->prepare(/*synchronize=*/micro + 1 == accumulation);
+      s.sync->prepare(/*synchronize=*/micro + 1 == accumulation,
+                      {.step = step,
+                       .lr = lr,
+                       .epoch = static_cast<double>(step * samplesPerStep) /
+                                static_cast<double>(s.train->size()),
+                       .worldSize = s.comm.worldSize()});
       (accumulation > 1 ? loss / static_cast<double>(accumulation) : loss).backward();
       result.times.backward += phase.seconds();
     }
     // Note [Optimizer overlap]: each bucket's parameters are updated as soon as the bucket is
     // averaged, while later buckets are still on the wire. Clipping needs the global gradient
     // norm first, so it keeps the whole-model step.
-    const double lr = s.schedule.lrAt(step);
     const bool stepPerBucket = config.train.clipGradNorm <= 0;
     size_t parametersStepped = 0;
     bool partsRefused = false;
@@ -399,7 +448,8 @@ TrainResult Trainer::run() {
                           .add("lr", lr)
                           .add("samples_per_s", samplesPerSecond)
                           .add("elapsed_s", runClock.seconds())
-                          .add("bytes_sent", s.sync->stats().bytesSent));
+                          .add("bytes_sent", s.sync->stats().bytesSent)
+                          .add("wire_bytes", s.sync->stats().wireBytes));
         char text[160];
         std::snprintf(text, sizeof(text), "loss %.4f | acc %.3f | lr %.3g | %.0f samples/s",
                       record.loss, record.accuracy, lr, samplesPerSecond);
@@ -408,6 +458,10 @@ TrainResult Trainer::run() {
       lossSum = correctSum = seenSum = 0;
       windowSteps = 0;
       windowClock.reset();
+    }
+    if (leader && s.engine && config.compression.errorEvery > 0 &&
+        step % config.compression.errorEvery == 0 && step >= config.compression.startStep) {
+      metrics.write(s.compressionRecord(done));
     }
     const bool evalNow = (config.train.evalEvery > 0 && done % config.train.evalEvery == 0) ||
                          done == config.train.steps;

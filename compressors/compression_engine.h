@@ -1,0 +1,151 @@
+// File: compressors/compression_engine.h
+//
+// `CompressionEngine`: the per-job pipeline that replaces plain gradient averaging when a
+// compression method is configured (ARCHITECTURE §2 step 3). For each layer (one parameter
+// tensor) it holds the resolved method — compressor, feedback policy, aggregator, or PowerSGD, or
+// plain float32 averaging for small and 1-D tensors — and its state; sync() runs one bucket:
+//
+//   uncompressed layers   one float32 allreduce(average) of all of them together
+//   compressed layers     Feedback::encode -> Aggregator::run (one collective sequence per
+//                         aggregator kind for the whole bucket) -> Feedback::decode
+//   PowerSGD layers       PowerSgd::run (two allreduces for the whole bucket)
+//
+// in that fixed order, so every rank issues the same collectives (Note [Collective contract]).
+// Before `startStep` every layer is averaged uncompressed.
+//
+// Shared randomness (random-k positions, PowerSGD's Q) is seeded from (seed, step, layer), private
+// randomness (stochastic rounding, sample positions) from (seed, step, layer, rank): a resumed run
+// draws exactly what the uninterrupted one drew.
+//
+// Ownership: the engine owns compressors, feedback and aggregator state; it borrows the
+// communicator, which must outlive it.
+// Threading: sync() issues collectives; call it from one thread at a time (GradSync's sync
+// thread). Stats and state are read between steps.
+//
+// Example:
+//   CompressionEngine engine(layers, comm, options);           // one LayerMethod per layer
+//   engine.sync({0, 1}, {grad0, grad1}, flat, {.step = 7, .lr = 0.1, .worldSize = 4});
+//   // grad0, grad1 now hold the averaged gradient estimates, identical on every rank
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/state_dict.h"
+#include "comm/communicator.h"
+#include "compressors/aggregator.h"
+#include "compressors/compressor.h"
+#include "compressors/feedback.h"
+
+namespace thinwire::compressors {
+
+class PowerSgd;
+
+struct LayerSpec {
+  std::string name;            // parameter name, for logs and metrics
+  std::vector<int64_t> shape;  // parameter shape
+};
+
+// The resolved method of one layer (core builds it from the config and its overrides).
+struct LayerMethod {
+  enum class Route { kDense, kCompressed, kLowRank };
+  Route route = Route::kDense;
+  CompressorOptions compressor;              // kCompressed
+  LayerParams params;                        // kCompressed: ratio, bits (seeds set per step)
+  FeedbackOptions feedback;                  // kCompressed
+  std::optional<AggregatorKind> aggregator;  // kCompressed; nullopt = cost model
+  int lowRank = 1;                           // kLowRank: PowerSGD rank
+  int64_t dgcWarmupEpochs = 0;               // kCompressed top-k: DGC sparsity warm-up
+};
+
+struct CompressionEngineOptions {
+  std::vector<LayerMethod> layers;  // one per LayerSpec
+  bool powerSgdWarmStart = true;
+  double powerSgdMinCompressionRate = 2.0;
+  CostModelOptions costModel;
+  int64_t startStep = 0;   // steps averaged uncompressed first
+  int64_t errorEvery = 0;  // relative-error sampling period in steps; 0 = never
+  uint64_t seed = 0;       // base of shared and private randomness
+  std::chrono::milliseconds timeout = comm::kDefaultTimeout;
+};
+
+struct LayerStats {
+  std::string route;          // "dense", "<compressor>+<feedback>/<aggregator>", "powersgd rank r"
+  int64_t bytesSent = 0;      // wire bytes this rank sent for the layer, cumulative
+  double relativeError = -1;  // last sampled ||C(g) - g||^2 / ||g||^2; -1 before the first sample
+  int64_t errorSampleStep = -1;
+};
+
+class CompressionEngine {
+ public:
+  // Resolves every layer's method: compressed layers get their compressor, feedback policy and
+  // aggregator (the cost model's choice when unset); PowerSGD layers whose factors would not be
+  // `powerSgdMinCompressionRate` times smaller fall back to dense. Throws InvalidArgument for
+  // inconsistent options (sizes differ, DGC without top-k, allreduce of a non-summable method).
+  CompressionEngine(std::vector<LayerSpec> layers,
+                    comm::Communicator& comm,
+                    CompressionEngineOptions options);
+  ~CompressionEngine();
+  CompressionEngine(const CompressionEngine&) = delete;
+  CompressionEngine& operator=(const CompressionEngine&) = delete;
+
+  // Blocking, collective: synchronises the layers `layers` (indices into the LayerSpec list, the
+  // same list in the same order on every rank) whose local gradients are `grads` (contiguous
+  // float32, numel of the layer; overwritten in place with the averaged estimate the optimizer
+  // should apply). `flat`, when defined, is one contiguous tensor that `grads` tile back to back
+  // (a gradient bucket): all-dense buckets are then averaged with a single allreduce and no copy.
+  // Rethrows the communicator's CommError/TimeoutError.
+  void sync(const std::vector<size_t>& layers,
+            const std::vector<at::Tensor>& grads,
+            const at::Tensor& flat,
+            const StepInfo& step);
+
+  const std::vector<LayerSpec>& layers() const { return layers_; }
+  const std::vector<LayerStats>& layerStats() const { return stats_; }
+  // Wire bytes this rank sent since construction, over all layers.
+  int64_t bytesSent() const;
+  // Payload bytes this rank handed to the communicator since construction (compressed sizes).
+  int64_t payloadBytes() const { return payloadBytes_; }
+  // Bytes an uncompressed float32 ring allreduce of the same layers would have sent.
+  int64_t denseEquivalentBytes() const { return denseEquivalentBytes_; }
+  // Seconds spent encoding (feedback + compression) and decoding on this rank since
+  // construction, collectives excluded.
+  double codecSeconds() const { return codecSeconds_; }
+
+  // One line per route with the layers using it, for the trainer's start-up log.
+  std::string describe() const;
+
+  // Per-rank state (feedback memories, server errors, PowerSGD factors): bit-exact resume.
+  StateDict state() const;
+  // Throws DataError when an entry is missing or has another size.
+  void loadState(const StateDict& state);
+
+ private:
+  struct Layer;
+  void syncDense(const std::vector<size_t>& layers,
+                 const std::vector<at::Tensor>& grads,
+                 const at::Tensor& flat);
+  LayerParams paramsAt(size_t layer, const StepInfo& step) const;
+  void sampleError(size_t layer, const at::Tensor& grad, const LayerParams& params);
+
+  std::vector<LayerSpec> layers_;
+  comm::Communicator& comm_;
+  CompressionEngineOptions options_;
+  std::vector<std::unique_ptr<Layer>> state_;
+  std::vector<std::unique_ptr<Aggregator>> aggregators_;  // indexed by AggregatorKind
+  std::unique_ptr<PowerSgd> powerSgd_;
+  std::vector<LayerStats> stats_;
+  int64_t payloadBytes_ = 0;
+  int64_t denseEquivalentBytes_ = 0;
+  double codecSeconds_ = 0;
+  at::Tensor denseScratch_;
+  at::Tensor errorScratch_;
+};
+
+}  // namespace thinwire::compressors
