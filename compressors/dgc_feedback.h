@@ -63,7 +63,7 @@ class DgcFeedback : public Feedback {
 
  private:
   FeedbackOptions options_;
-  FeedbackState state_{{"u", "v"}};
+  FeedbackState state_{std::vector<std::string>{"u", "v"}};
 };
 
 }  // namespace thinwire::compressors

@@ -64,7 +64,7 @@ class EControlFeedback : public Feedback {
 
  private:
   double eta_;
-  FeedbackState state_{{"e", "h_i", "h"}};
+  FeedbackState state_{std::vector<std::string>{"e", "h_i", "h"}};
 };
 
 // Note [EControl eta]

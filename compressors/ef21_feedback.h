@@ -51,7 +51,7 @@ class Ef21Feedback : public Feedback {
   void loadState(const StateDict& state) override { state_.loadState(state, name()); }
 
  private:
-  FeedbackState state_{{"h_i", "h"}};
+  FeedbackState state_{std::vector<std::string>{"h_i", "h"}};
 };
 
 }  // namespace thinwire::compressors

@@ -53,7 +53,7 @@ class ErrorFeedback : public Feedback {
 
  private:
   bool stepUnits_;
-  FeedbackState state_{{"e"}};
+  FeedbackState state_{std::vector<std::string>{"e"}};
 };
 
 }  // namespace thinwire::compressors
