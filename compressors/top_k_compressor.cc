@@ -9,8 +9,10 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 
 #include "base/error.h"
+#include "compressors/sampled_threshold.h"
 
 namespace thinwire::compressors {
 namespace {
@@ -24,6 +26,20 @@ namespace {
 // 8 bits restricted to that bin. A final pass gathers the keys above the chosen bin plus the bin
 // itself (resolved with nth_element when it is small) or, once the key is exact, the first ties
 // in index order: lowest index wins.
+
+// Note [Sampled top-k]
+// DGC's selection (specs/compressors.md §1.2) fused with the residual update:
+//  1. threshold = sampleThreshold() of p = residual + s * addend at strided sample positions
+//     (seeded by LayerParams::rankSeed), computed before p is written, aiming at
+//     (1 + upperBound) / 2 * k entries;
+//  2. one pass: p = residual + s * addend; |p| >= threshold -> candidate (index, p), residual 0;
+//     else residual = p. 12 bytes per element: the roofline of the whole job;
+//  3. while fewer than lowerBound * k candidates, at most maxAdaptations times: threshold *= 0.8
+//     and rescan the residual (which holds p, and 0 at the candidates) for new candidates;
+//  4. more than k candidates: keep their exact top-k (the C++ fix of DGC's first-k-by-index
+//     quirk) and write the others back into the residual.
+// So kept magnitudes are >= dropped ones, and zeros and NaN are never sent.
+
 struct Level {
   int shift;  // key >> shift is the bin prefix at this level
   int bits;   // bins at this level = 2^bits
@@ -40,6 +56,10 @@ constexpr int64_t kGrainSize = int64_t{1} << 16;
 // Largest float16 magnitude: values beyond saturate there (instead of becoming inf), and the
 // residual keeps the rest.
 constexpr float kHalfMax = 65504.0f;
+// Sampled mode: the threshold never comes from fewer samples than this (or numel, if smaller).
+constexpr int64_t kMinSamples = 4096;
+// Sampled mode: DGC's factor for lowering the threshold when too few entries reach it.
+constexpr float kAdaptationFactor = 0.8f;
 
 inline uint32_t magnitudeKey(float value) {
   uint32_t bits = 0;
@@ -142,6 +162,82 @@ int64_t gather(const float* __restrict residual,
   return count;
 }
 
+// p = residual + scale * addend stored into residual (addend may be null: p = residual), except
+// that elements with |p| >= threshold are appended to `indices` (offset by `base`) / `values` and
+// stored as 0. See Note [Sampled top-k].
+void thresholdPass(float* __restrict residual,
+                   const float* __restrict addend,
+                   float scale,
+                   int64_t numel,
+                   int64_t base,
+                   float threshold,
+                   std::vector<int32_t>& indices,
+                   std::vector<float>& values) {
+  using Lanes = int32_t __attribute__((vector_size(16)));
+  int32_t thresholdBits = 0;
+  std::memcpy(&thresholdBits, &threshold, sizeof(thresholdBits));
+  // |p| >= threshold iff (bits & 0x7fffffff) > bits(threshold) - 1 for numbers (threshold > 0).
+  const int32_t below = thresholdBits - 1;
+  const Lanes limit = {below, below, below, below};
+  const Lanes magnitudeMask = {0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff};
+  auto visit = [&](int64_t j) {
+    const float p = residual[j];
+    if (std::fabs(p) >= threshold) {
+      indices.push_back(static_cast<int32_t>(base + j));
+      values.push_back(p);
+      residual[j] = 0.0f;
+    }
+  };
+  int64_t i = 0;
+  for (; i + kBlock <= numel; i += kBlock) {
+    float* r = residual + i;
+    if (addend != nullptr) {
+      const float* a = addend + i;
+      for (int64_t j = 0; j < kBlock; ++j) r[j] = r[j] + scale * a[j];
+    }
+    Lanes any = {0, 0, 0, 0};
+    for (int64_t lane = 0; lane < kBlock; lane += 4) {
+      Lanes bits;
+      std::memcpy(&bits, r + lane, sizeof(bits));
+      any |= (bits & magnitudeMask) > limit;
+    }
+    uint64_t halves[2];
+    std::memcpy(halves, &any, sizeof(halves));
+    if ((halves[0] | halves[1]) == 0) continue;
+    for (int64_t j = i; j < i + kBlock; ++j) visit(j);
+  }
+  for (; i < numel; ++i) {
+    if (addend != nullptr) residual[i] = residual[i] + scale * addend[i];
+    visit(i);
+  }
+}
+
+// Merges the ascending (index, value) lists `extraIndices` / `extraValues` into
+// `indices` / `values`.
+void mergeAscending(std::vector<int32_t>& indices,
+                    std::vector<float>& values,
+                    const std::vector<int32_t>& extraIndices,
+                    const std::vector<float>& extraValues) {
+  if (extraIndices.empty()) return;
+  std::vector<int32_t> mergedIndices;
+  std::vector<float> mergedValues;
+  mergedIndices.reserve(indices.size() + extraIndices.size());
+  mergedValues.reserve(indices.size() + extraIndices.size());
+  size_t a = 0;
+  size_t b = 0;
+  while (a < indices.size() || b < extraIndices.size()) {
+    if (b == extraIndices.size() || (a < indices.size() && indices[a] < extraIndices[b])) {
+      mergedIndices.push_back(indices[a]);
+      mergedValues.push_back(values[a++]);
+    } else {
+      mergedIndices.push_back(extraIndices[b]);
+      mergedValues.push_back(extraValues[b++]);
+    }
+  }
+  indices.swap(mergedIndices);
+  values.swap(mergedValues);
+}
+
 void checkRatio(double ratio) {
   TW_CHECK(ratio > 0 && ratio <= 1, "top-k: ratio must be in (0, 1], got ", ratio);
 }
@@ -195,9 +291,13 @@ void TopKCompressor::compress(at::Tensor& residual,
   const int64_t k = topKCount(numel, params.ratio);
   float* r = residual.data_ptr<float>();
   const float* a = addend.defined() ? addend.data_ptr<float>() : nullptr;
-  selectExact(r, a, addendScale, numel, k);
-  selectedValues_.resize(selected_.size());
-  for (size_t j = 0; j < selected_.size(); ++j) selectedValues_[j] = r[selected_[j]];
+  if (options_.sampled) {
+    selectSampled(residual, addend, addendScale, k, params.rankSeed);
+  } else {
+    selectExact(r, a, addendScale, numel, k);
+    selectedValues_.resize(selected_.size());
+    for (size_t j = 0; j < selected_.size(); ++j) selectedValues_[j] = r[selected_[j]];
+  }
   emit(r, numel, out);
 }
 
@@ -313,6 +413,100 @@ void TopKCompressor::selectExact(
     if (key > threshold || (key == threshold && ties-- > 0)) selected_.push_back(candidates_[j]);
   }
   TW_ASSERT(static_cast<int64_t>(selected_.size()) == k, "selected ", selected_.size(), " of ", k);
+}
+
+void TopKCompressor::selectSampled(at::Tensor& residual,
+                                   const at::Tensor& addend,
+                                   float addendScale,
+                                   int64_t k,
+                                   uint64_t rankSeed) {
+  const int64_t numel = residual.numel();
+  float* r = residual.data_ptr<float>();
+  const float* a = addend.defined() ? addend.data_ptr<float>() : nullptr;
+  // Aim at the middle of [k, upperBound * k]: a count above k is cut to the exact top-k of the
+  // candidates, which is the best outcome, and one below lowerBound * k costs a rescan.
+  const double target = std::min(
+      1.0, static_cast<double>(k) * (1.0 + options_.upperBound) / 2.0 / static_cast<double>(numel));
+  float threshold = sampleThreshold(residual, addend, addendScale,
+                                    ThresholdSampleOptions{.fraction = target,
+                                                           .sampleRatio = options_.sampleRatio,
+                                                           .minSamples = kMinSamples,
+                                                           .seed = rankSeed});
+  // Zeros carry nothing; a zero threshold would make every zero a candidate.
+  threshold = std::max(threshold, std::numeric_limits<float>::denorm_min());
+
+  const int64_t chunks = chunkCountFor(numel);
+  const int64_t chunkSize = (numel + chunks - 1) / chunks;
+  chunkIndices_.resize(chunks);
+  chunkValues_.resize(chunks);
+  chunkNewIndices_.resize(chunks);
+  chunkNewValues_.resize(chunks);
+  const size_t expected = static_cast<size_t>(
+      options_.upperBound * static_cast<double>(k) / static_cast<double>(chunks) + 64);
+  auto pass = [&](bool first) {
+    at::parallel_for(0, chunks, 1, [&](int64_t firstChunk, int64_t lastChunk) {
+      for (int64_t c = firstChunk; c < lastChunk; ++c) {
+        const int64_t begin = std::min(numel, c * chunkSize);
+        const int64_t length = std::min(numel, (c + 1) * chunkSize) - begin;
+        std::vector<int32_t>& indices = first ? chunkIndices_[c] : chunkNewIndices_[c];
+        std::vector<float>& values = first ? chunkValues_[c] : chunkNewValues_[c];
+        indices.clear();
+        values.clear();
+        indices.reserve(expected);
+        values.reserve(expected);
+        // A rescan reads p back from the residual: taken positions hold 0 < threshold.
+        thresholdPass(r + begin, first && a != nullptr ? a + begin : nullptr, addendScale, length,
+                      begin, threshold, indices, values);
+        if (!first) mergeAscending(chunkIndices_[c], chunkValues_[c], indices, values);
+      }
+    });
+    int64_t count = 0;
+    for (int64_t c = 0; c < chunks; ++c) count += static_cast<int64_t>(chunkIndices_[c].size());
+    return count;
+  };
+  int64_t count = pass(/*first=*/true);
+  const double lowest = options_.lowerBound * static_cast<double>(k);
+  for (int adaptation = 0;
+       adaptation < options_.maxAdaptations && static_cast<double>(count) < lowest; ++adaptation) {
+    const float lower = threshold * kAdaptationFactor;
+    if (!(lower > 0.0f) || !(lower < threshold)) break;  // inf, or no smaller float left
+    threshold = lower;
+    count = pass(/*first=*/false);
+  }
+
+  candidates_.clear();
+  candidateValues_.clear();
+  for (int64_t c = 0; c < chunks; ++c) {
+    candidates_.insert(candidates_.end(), chunkIndices_[c].begin(), chunkIndices_[c].end());
+    candidateValues_.insert(candidateValues_.end(), chunkValues_[c].begin(), chunkValues_[c].end());
+  }
+  if (count <= k) {
+    selected_.swap(candidates_);
+    selectedValues_.swap(candidateValues_);
+    return;
+  }
+  // More than k candidates: keep their exact top-k (lowest index first on ties) and put the others
+  // back into the residual, which held 0 there.
+  candidateKeys_.resize(count);
+  for (int64_t j = 0; j < count; ++j) candidateKeys_[j] = magnitudeKey(candidateValues_[j]);
+  std::vector<uint32_t> keys(candidateKeys_);
+  std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end(), std::greater<>());
+  const uint32_t kth = keys[k - 1];
+  int64_t greater = 0;
+  for (uint32_t key : candidateKeys_) greater += key > kth ? 1 : 0;
+  int64_t ties = k - greater;
+  selected_.clear();
+  selectedValues_.clear();
+  for (int64_t j = 0; j < count; ++j) {
+    const uint32_t key = candidateKeys_[j];
+    if (key > kth || (key == kth && ties-- > 0)) {
+      selected_.push_back(candidates_[j]);
+      selectedValues_.push_back(candidateValues_[j]);
+    } else {
+      r[candidates_[j]] = candidateValues_[j];
+    }
+  }
+  TW_ASSERT(static_cast<int64_t>(selected_.size()) == k, "kept ", selected_.size(), " of ", k);
 }
 
 void TopKCompressor::emit(float* residual, int64_t numel, Payload& out) {

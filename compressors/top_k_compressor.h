@@ -96,6 +96,13 @@ class TopKCompressor : public Compressor {
   // Leaves residual = p and the k selected positions (ascending) in selected_.
   void selectExact(
       float* residual, const float* addend, float addendScale, int64_t numel, int64_t k);
+  // Leaves the kept positions (ascending, <= k) in selected_ and their p values in
+  // selectedValues_; the residual holds p elsewhere (0 at kept positions until emit()).
+  void selectSampled(at::Tensor& residual,
+                     const at::Tensor& addend,
+                     float addendScale,
+                     int64_t k,
+                     uint64_t rankSeed);
   // Writes the payload from selected_ and selectedValues_ (p) and sets the residual at the kept
   // positions to p - decode(value).
   void emit(float* residual, int64_t numel, Payload& out);
@@ -107,7 +114,12 @@ class TopKCompressor : public Compressor {
   std::vector<int32_t> selected_;        // the final positions, ascending
   std::vector<float> selectedValues_;    // p at the selected positions
   std::vector<int64_t> chunkAbove_;      // exact: per chunk, elements above the current bin
-  std::vector<int64_t> chunkBin_;        // exact: per chunk, elements in the current bin
+  std::vector<float> candidateValues_;   // sampled: p at the candidates
+  std::vector<std::vector<int32_t>> chunkIndices_;  // sampled: candidates per chunk
+  std::vector<std::vector<float>> chunkValues_;
+  std::vector<std::vector<int32_t>> chunkNewIndices_;  // sampled: a rescan's new candidates
+  std::vector<std::vector<float>> chunkNewValues_;
+  std::vector<int64_t> chunkBin_;  // exact: per chunk, elements in the current bin
 };
 
 }  // namespace thinwire::compressors

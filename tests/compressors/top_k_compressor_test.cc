@@ -360,5 +360,181 @@ TEST(TopKCompressorTest, RejectsBadArguments) {
                        "9 elements"));
 }
 
+// Sampled mode: checks the payload and residual against p with plain loops. Returns the count.
+int64_t expectValidSampled(const at::Tensor& e,
+                           const at::Tensor& g,
+                           const TopKOptions& options,
+                           double ratio,
+                           uint64_t seed,
+                           Payload* payloadOut = nullptr) {
+  const int64_t numel = e.numel();
+  std::vector<float> p(numel);
+  for (int64_t i = 0; i < numel; ++i) p[i] = e.data_ptr<float>()[i] + g.data_ptr<float>()[i];
+  TopKCompressor topk(options);
+  at::Tensor residual = e.clone();
+  Payload payload;
+  const LayerParams params{.ratio = ratio, .rankSeed = seed};
+  topk.compress(residual, g, 1.0f, payload, params);
+  const Decoded decoded = decode(payload, options.fp16Values);
+  const int64_t count = static_cast<int64_t>(decoded.indices.size());
+  EXPECT_LE(count, expectedK(numel, ratio));
+  std::vector<char> kept(numel, 0);
+  float smallestKept = std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < count; ++j) {
+    const int32_t i = decoded.indices[j];
+    EXPECT_TRUE(i >= 0 && i < numel);
+    if (j > 0) {
+      EXPECT_LT(decoded.indices[j - 1], i);
+    }
+    kept[i] = 1;
+    EXPECT_FALSE(std::isnan(p[i]) || p[i] == 0.0f) << "sent NaN or zero at " << i;
+    smallestKept = std::min(smallestKept, std::fabs(p[i]));
+    if (!options.fp16Values) {
+      EXPECT_TRUE(sameBits(decoded.values[j], p[i])) << i;
+    }
+  }
+  float largestDropped = 0;
+  const float* r = residual.data_ptr<float>();
+  for (int64_t i = 0; i < numel; ++i) {
+    if (!kept[i]) {
+      EXPECT_TRUE(sameBits(r[i], p[i])) << i;
+      if (!std::isnan(p[i])) largestDropped = std::max(largestDropped, std::fabs(p[i]));
+    } else if (!options.fp16Values) {
+      EXPECT_TRUE(sameBits(r[i], 0.0f)) << i;
+    }
+  }
+  if (count > 0) {
+    EXPECT_GE(smallestKept, largestDropped);
+  }
+  if (payloadOut != nullptr) *payloadOut = payload;
+  return count;
+}
+
+// Student-t with `df` degrees of freedom: normal / sqrt(chi2(df) / df).
+at::Tensor studentT(int64_t numel, int df, uint64_t seed) {
+  at::Tensor chi2 = at::zeros({numel}, at::kFloat);
+  for (int d = 0; d < df; ++d) chi2 += normal(numel, seed * 100 + d + 1).pow(2);
+  return normal(numel, seed * 100) / (chi2 / static_cast<float>(df)).sqrt();
+}
+
+TEST(TopKCompressorSampledTest, CountWithinBoundsOnGaussianAndHeavyTailedInputs) {
+  const int64_t numel = int64_t{1} << 20;
+  const double ratio = 0.01;
+  const int64_t k = expectedK(numel, ratio);
+  const std::vector<std::pair<std::string, at::Tensor>> inputs = {
+      {"gaussian", normal(numel, 51)},
+      {"student-t(3)", studentT(numel, 3, 52)},
+      {"cauchy", normal(numel, 53) / normal(numel, 54)}};
+  for (const auto& [name, gradient] : inputs) {
+    for (uint64_t seed : {1, 2, 3}) {
+      const at::Tensor e = 0.1f * normal(numel, 60 + seed);
+      const int64_t count =
+          expectValidSampled(e, gradient, TopKOptions{.sampled = true}, ratio, seed);
+      EXPECT_GE(count, 0.8 * k) << name << " seed " << seed;
+      EXPECT_LE(count, k) << name << " seed " << seed;
+    }
+  }
+  // A smaller ratio, float16 values.
+  const int64_t count =
+      expectValidSampled(at::zeros({numel}), studentT(numel, 3, 55),
+                         TopKOptions{.sampled = true, .fp16Values = true}, 0.001, 4);
+  EXPECT_GE(count, 0.8 * expectedK(numel, 0.001));
+}
+
+TEST(TopKCompressorSampledTest, SmallInputsAndFullAdaptationMatchExactTopK) {
+  // Up to 4096 elements the sample is everything: the candidates contain the top-k, which is then
+  // cut exactly. With lowerBound = upperBound = 1 the threshold aims at k and adapts until at
+  // least k reach it, so the result is the exact top-k at any size.
+  std::vector<std::pair<int64_t, TopKOptions>> cases = {
+      {1, TopKOptions{.sampled = true}},
+      {7, TopKOptions{.sampled = true}},
+      {100, TopKOptions{.sampled = true}},
+      {4096, TopKOptions{.sampled = true}},
+      {200003,
+       TopKOptions{.sampled = true, .maxAdaptations = 60, .upperBound = 1.0, .lowerBound = 1.0}}};
+  for (const auto& [numel, options] : cases) {
+    for (uint64_t seed : {1, 2, 3, 4}) {
+      const at::Tensor e = coarse(numel, seed);
+      const at::Tensor g = normal(numel, seed + 10);
+      for (double ratio : {0.01, 0.3}) {
+        Payload sampled;
+        expectValidSampled(e, g, options, ratio, seed, &sampled);
+        TopKCompressor exact;
+        at::Tensor residual = e.clone();
+        Payload reference;
+        exact.compress(residual, g, 1.0f, reference, LayerParams{.ratio = ratio});
+        EXPECT_TRUE(at::equal(sampled.data, reference.data)) << numel << " seed " << seed;
+      }
+    }
+  }
+}
+
+TEST(TopKCompressorSampledTest, DeterministicInTheSeedAndTheThreadCount) {
+  const int64_t numel = int64_t{1} << 20;
+  const at::Tensor e = normal(numel, 71);
+  const at::Tensor g = studentT(numel, 3, 72);
+  const int previous = at::get_num_threads();
+  std::vector<at::Tensor> payloads;
+  for (int threads : {1, 2, 1}) {
+    at::set_num_threads(threads);
+    TopKCompressor topk(TopKOptions{.sampled = true});
+    at::Tensor residual = e.clone();
+    Payload payload;
+    topk.compress(residual, g, 1.0f, payload, LayerParams{.ratio = 0.01, .rankSeed = 5});
+    payloads.push_back(payload.data);
+  }
+  at::set_num_threads(previous);
+  EXPECT_TRUE(at::equal(payloads[0], payloads[1]));
+  EXPECT_TRUE(at::equal(payloads[0], payloads[2]));
+}
+
+TEST(TopKCompressorSampledTest, ErrorFeedbackInvariantIsBitExact) {
+  for (bool fp16 : {false, true}) {
+    const int64_t numel = 300007;
+    const at::Tensor e = normal(numel, 81) * 100.0f;
+    const at::Tensor g = studentT(numel, 2, 82) * 1e3f;
+    TopKCompressor topk(TopKOptions{.sampled = true, .fp16Values = fp16});
+    at::Tensor residual = e.clone();
+    Payload payload;
+    const LayerParams params{.ratio = 0.02, .rankSeed = 3};
+    topk.compress(residual, g, 1.0f, payload, params);
+    at::Tensor delta = at::zeros({numel}, at::kFloat);
+    topk.decompressAdd(payload, delta, 1.0f, params);
+    const float* d = delta.data_ptr<float>();
+    const float* r = residual.data_ptr<float>();
+    for (int64_t i = 0; i < numel; ++i) {
+      const float p = e.data_ptr<float>()[i] + g.data_ptr<float>()[i];
+      ASSERT_TRUE(sameBits(d[i] + r[i], p)) << "fp16 " << fp16 << " at " << i;
+    }
+  }
+}
+
+TEST(TopKCompressorSampledTest, ZerosAndNaNAreNeverSent) {
+  TopKCompressor topk(TopKOptions{.sampled = true});
+  at::Tensor zeros = at::zeros({10000}, at::kFloat);
+  Payload payload;
+  topk.compress(zeros, at::Tensor(), 1.0f, payload, LayerParams{.ratio = 0.01});
+  EXPECT_EQ(payload.wireBytes(), 0);
+  EXPECT_TRUE(at::equal(zeros, at::zeros({10000}, at::kFloat)));
+  at::Tensor out = at::zeros({10000}, at::kFloat);
+  topk.decompressAdd(payload, out, 1.0f, LayerParams{.ratio = 0.01});
+
+  at::Tensor x = normal(10000, 91);
+  x.narrow(0, 0, 5000).fill_(std::numeric_limits<float>::quiet_NaN());
+  const int64_t count =
+      expectValidSampled(x, at::zeros({10000}), TopKOptions{.sampled = true}, 0.01, 1);
+  EXPECT_GE(count, 80);  // k = 100, lowerBound 0.8
+  EXPECT_LE(count, 100);
+  // A sampled payload may hold fewer than k entries, never more.
+  Payload tooMany;
+  tooMany.numel = 100;
+  tooMany.data = at::zeros({8 * 2}, at::kByte);
+  EXPECT_TRUE(contains(errorMessageOf<InvalidArgument>([&] {
+                         at::Tensor small = at::zeros({100}, at::kFloat);
+                         topk.decompressAdd(tooMany, small, 1.0f, LayerParams{.ratio = 0.01});
+                       }),
+                       "at most 1"));
+}
+
 }  // namespace
 }  // namespace thinwire::compressors
