@@ -20,6 +20,10 @@
 #include "base/timer.h"
 #include "bench/bench_common.h"
 #include "bench/comm_bench.h"
+#include "compressors/quantize_compressor.h"
+#include "compressors/sampled_threshold.h"
+#include "compressors/sign_compressor.h"
+#include "compressors/top_k_compressor.h"
 
 namespace thinwire::bench {
 namespace {
@@ -36,8 +40,6 @@ namespace {
 
 // Below this many elements per thread a parallel loop costs more than it saves.
 constexpr int64_t kGrainSize = int64_t{1} << 15;
-// The sampled threshold never estimates from fewer samples than this (or numel, if smaller).
-constexpr int64_t kMinSamples = 4096;
 
 // Restores the ATen intra-op thread count on scope exit.
 class NumThreadsGuard {
@@ -93,58 +95,6 @@ void residualAddScale(float* __restrict residual,
       out[i] = e * scale;
     }
   });
-}
-
-// Keeps x[i] with |x[i]| >= threshold for i in [begin, end), writing positions and values from
-// `indices` / `values` on (at most end - begin entries); returns how many. See Note [Mask pass].
-int64_t maskPass(const float* __restrict x,
-                 int64_t begin,
-                 int64_t end,
-                 float threshold,
-                 int32_t* __restrict indices,
-                 float* __restrict values) {
-  // Note [Mask pass]
-  // At 1 % density most 16-element blocks hold nothing, so each block is first tested as a whole
-  // with 4-lane integer compares: for non-negative IEEE floats the bit patterns order like the
-  // values, so |x| >= threshold is (bits & 0x7fffffff) >= bits(threshold). GCC does not vectorize
-  // that test when written as a scalar loop (it unrolls the 16 iterations first), hence the
-  // vector extension. A NaN passes the block test but never the exact test below. A block with a
-  // hit is compacted without branches: every element is written at `count`, which only advances
-  // past kept ones, and never beyond the element's own offset in [begin, end).
-  using Lanes = int32_t __attribute__((vector_size(16)));
-  constexpr int64_t kBlock = 16;
-  int32_t thresholdBits = 0;
-  std::memcpy(&thresholdBits, &threshold, sizeof(thresholdBits));
-  // SSE2 has no integer >=; x >= t is x > t - 1 (t >= 0 here, so t - 1 does not wrap).
-  const int32_t below = thresholdBits - 1;
-  const Lanes limit = {below, below, below, below};
-  const Lanes magnitudeMask = {0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff};
-  int64_t count = 0;
-  int64_t i = begin;
-  for (; i + kBlock <= end; i += kBlock) {
-    Lanes any = {0, 0, 0, 0};
-    for (int64_t lane = 0; lane < kBlock; lane += 4) {
-      Lanes bits;
-      std::memcpy(&bits, x + i + lane, sizeof(bits));
-      any |= (bits & magnitudeMask) > limit;
-    }
-    uint64_t halves[2];  // two 64-bit moves instead of four lane extractions
-    std::memcpy(halves, &any, sizeof(halves));
-    if ((halves[0] | halves[1]) == 0) continue;
-    for (int64_t j = i; j < i + kBlock; ++j) {
-      indices[count] = static_cast<int32_t>(j);
-      values[count] = x[j];
-      count += std::fabs(x[j]) >= threshold ? 1 : 0;
-    }
-  }
-  for (; i < end; ++i) {
-    if (std::fabs(x[i]) >= threshold) {
-      indices[count] = static_cast<int32_t>(i);
-      values[count] = x[i];
-      ++count;
-    }
-  }
-  return count;
 }
 
 int64_t topFraction(double ratio, int64_t numel) {
@@ -221,10 +171,54 @@ void addSelectionKernels(KernelRegistry& registry) {
   registry.add({"sampled_threshold_1pct",
                 "threshold from a 1 % random sample, then one mask pass (DGC-style), 4 B/elem", 4.0,
                 [](const at::Tensor& input) -> KernelRun {
-                  auto selector = std::make_shared<SampledThresholdSelector>(
-                      SampledThresholdOptions{kRatio, 0.01, /*seed=*/1});
+                  auto selector = std::make_shared<compressors::SampledThresholdSelector>(
+                      compressors::SampledThresholdOptions{kRatio, 0.01, /*seed=*/1});
                   return [input, selector]() { (void)selector->select(input); };
                 }});
+}
+
+void addCompressorKernels(KernelRegistry& registry) {
+  // compress() with error feedback: p = e + g, payload = C(p), e = p - decode(payload), in as few
+  // passes as the method allows. The job reads e and g and writes e: 12 B/elem, the triad's
+  // traffic, so a fused one-pass kernel can reach the roofline. The residual starts at g / 2 and
+  // keeps accumulating across repetitions, as an EF memory does.
+  struct Method {
+    const char* name;
+    const char* description;
+    std::function<std::shared_ptr<compressors::Compressor>()> make;
+    compressors::LayerParams params;
+  };
+  const Method methods[] = {
+      {"topk_exact_ef", "TopKCompressor exact, 1 %, with EF (radix select), 12 B/elem",
+       [] { return std::make_shared<compressors::TopKCompressor>(); },
+       compressors::LayerParams{.ratio = 0.01}},
+      {"topk_sampled_ef", "TopKCompressor DGC sampled threshold, 1 %, with EF, 12 B/elem",
+       [] {
+         return std::make_shared<compressors::TopKCompressor>(
+             compressors::TopKOptions{.sampled = true});
+       },
+       compressors::LayerParams{.ratio = 0.01, .rankSeed = 1}},
+      {"sign_ef", "SignCompressor, chunk 2048, L1 scale, with EF, 12 B/elem",
+       [] {
+         return std::make_shared<compressors::SignCompressor>(
+             compressors::SignOptions{.chunk = 2048});
+       },
+       compressors::LayerParams{}},
+      {"quantize4_ef", "QuantizeCompressor 4 bits, bucket 512, nearest, with EF, 12 B/elem",
+       [] { return std::make_shared<compressors::QuantizeCompressor>(); },
+       compressors::LayerParams{.bits = 4}},
+  };
+  for (const Method& method : methods) {
+    registry.add({method.name, method.description, 12.0,
+                  [make = method.make, params = method.params](const at::Tensor& input) {
+                    std::shared_ptr<compressors::Compressor> compressor = make();
+                    at::Tensor residual = input.mul(0.5f);
+                    auto payload = std::make_shared<compressors::Payload>();
+                    return KernelRun([input, residual, compressor, payload, params]() mutable {
+                      compressor->compress(residual, input, 1.0f, *payload, params);
+                    });
+                  }});
+  }
 }
 
 void checkSizeBytes(const char* what, int64_t bytes) {
@@ -267,87 +261,8 @@ KernelRegistry makeBuiltinKernelRegistry() {
   addCastKernels(registry);
   addErrorFeedbackKernels(registry);
   addSelectionKernels(registry);
+  addCompressorKernels(registry);
   return registry;
-}
-
-SampledThresholdSelector::SampledThresholdSelector(SampledThresholdOptions options)
-    : options_(options), random_(options.seed) {
-  TW_CHECK(options.ratio > 0 && options.ratio <= 1,
-           "SampledThresholdSelector: ratio = ", options.ratio, ", expected in (0, 1]");
-  TW_CHECK(options.sampleRatio > 0 && options.sampleRatio <= 1,
-           "SampledThresholdSelector: sampleRatio = ", options.sampleRatio, ", expected in (0, 1]");
-}
-
-SparseSelection SampledThresholdSelector::select(const at::Tensor& input) {
-  TW_CHECK(input.device().is_cpu() && input.scalar_type() == at::kFloat && input.is_contiguous(),
-           "SampledThresholdSelector::select: input must be a contiguous float32 CPU tensor, got ",
-           input.toString(), input.is_contiguous() ? "" : " (not contiguous)");
-  const int64_t numel = input.numel();
-  TW_CHECK(numel >= 1 && numel <= INT32_MAX, "SampledThresholdSelector::select: numel = ", numel,
-           ", expected in [1, ", INT32_MAX, "]");
-  const float* x = input.data_ptr<float>();
-
-  // Threshold: the ceil(ratio * samples)-th largest sampled magnitude. NaN samples count as -1 so
-  // that they are never chosen and the ordering stays strict-weak.
-  const int64_t samples = std::min<int64_t>(
-      numel,
-      std::max<int64_t>(kMinSamples, static_cast<int64_t>(std::ceil(options_.sampleRatio *
-                                                                    static_cast<double>(numel)))));
-  // Strided, as DGC samples: every stride-th element from a random start. A constant stride lets
-  // the hardware prefetcher run ahead (a random position per stratum measured 6x slower on a
-  // 64 MB input); an odd stride cannot alias with a power-of-two row length.
-  int64_t stride = std::max<int64_t>(1, numel / samples);
-  if (stride > 1) stride |= 1;
-  const int64_t taken = std::min<int64_t>(samples, (numel - 1) / stride + 1);
-  const uint64_t starts = static_cast<uint64_t>(numel - (taken - 1) * stride);  // in [1, 2^31)
-  // Multiply-shift maps 32 random bits onto [0, starts) without a division.
-  const int64_t first = static_cast<int64_t>(((random_() >> 32) * starts) >> 32);
-  sample_.resize(taken);
-  for (int64_t s = 0; s < taken; ++s) {
-    const float magnitude = std::fabs(x[first + s * stride]);
-    sample_[s] = std::isnan(magnitude) ? -1.0f : magnitude;
-  }
-  const int64_t rank = std::max<int64_t>(
-      1, std::min<int64_t>(
-             taken, static_cast<int64_t>(std::ceil(options_.ratio * static_cast<double>(taken)))));
-  std::nth_element(sample_.begin(), sample_.begin() + (rank - 1), sample_.end(), std::greater<>());
-  // An all-NaN sample gives -1; +inf then keeps only infinities rather than everything.
-  const float threshold =
-      sample_[rank - 1] >= 0 ? sample_[rank - 1] : std::numeric_limits<float>::infinity();
-
-  if (!indices_.defined() || indices_.numel() < numel) {
-    indices_ = at::empty({numel}, at::kInt);
-    values_ = at::empty({numel}, at::kFloat);
-  }
-  int32_t* indices = indices_.data_ptr<int32_t>();
-  float* values = values_.data_ptr<float>();
-
-  // Mask pass in contiguous chunks, one per thread: chunk c writes from its own start offset (the
-  // buffers hold numel entries, so no chunk can overflow into the next), then the chunks are
-  // moved down to be adjacent, which keeps the indices ascending.
-  const int64_t chunks =
-      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), numel / kGrainSize));
-  const int64_t chunkSize = (numel + chunks - 1) / chunks;
-  chunkCounts_.assign(chunks, 0);
-  at::parallel_for(0, chunks, 1, [&](int64_t firstChunk, int64_t endChunk) {
-    for (int64_t c = firstChunk; c < endChunk; ++c) {
-      const int64_t begin = c * chunkSize;
-      const int64_t end = std::min(numel, begin + chunkSize);
-      if (begin < end) {
-        chunkCounts_[c] = maskPass(x, begin, end, threshold, indices + begin, values + begin);
-      }
-    }
-  });
-  int64_t count = 0;
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t begin = c * chunkSize;
-    if (count != begin) {
-      std::copy(indices + begin, indices + begin + chunkCounts_[c], indices + count);
-      std::copy(values + begin, values + begin + chunkCounts_[c], values + count);
-    }
-    count += chunkCounts_[c];
-  }
-  return {indices_.narrow(0, 0, count), values_.narrow(0, 0, count), threshold};
 }
 
 KernelBenchOptions parseKernelBenchArgs(const std::vector<std::string>& args,

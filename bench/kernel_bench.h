@@ -13,13 +13,13 @@
 // `void addFooKernels(KernelRegistry& registry)` next to the kernel that calls registry.add(), and
 // call it from makeBuiltinKernelRegistry() in kernel_bench.cc; no static registration.
 //
-// SampledThresholdSelector is the DGC-style reference selection (threshold from a random sample,
-// then one mask pass) that the exact at::topk is compared against.
+// The compressors' kernels (top-k exact and sampled, sign, 4-bit quantize) are timed as their
+// fused compress() with error feedback: residual += gradient and the residual update in the same
+// call, 12 bytes per element at the least (read residual and gradient, write residual).
 //
-// Ownership: the registry owns its KernelSpecs; a prepared KernelRun owns its buffers. A selector
-// owns the buffers its results view.
+// Ownership: the registry owns its KernelSpecs; a prepared KernelRun owns its buffers.
 // Threading: runKernelBench() sets at::set_num_threads() for its duration (restored afterwards)
-// and runs on the calling thread; a registry and a selector are not shared between threads.
+// and runs on the calling thread; a registry is not shared between threads.
 //
 // Example:
 //   thinwire bench kernels --sizes 1M,64M --iterations 10 --json kernels.jsonl
@@ -33,7 +33,6 @@
 #include <cstdint>
 #include <functional>
 #include <iosfwd>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -85,49 +84,11 @@ class KernelRegistry {
   std::vector<KernelSpec> kernels_;
 };
 
-// thinwire's per-element kernels that exist today: float32 <-> float16 / bfloat16 casts, the
-// error-feedback "residual add + scale" pass (fused loop and two ATen ops), exact at::topk of
-// 1 % and the sampled-threshold selection of 1 %.
+// thinwire's per-element kernels: float32 <-> float16 / bfloat16 casts, the error-feedback
+// "residual add + scale" pass (fused loop and two ATen ops), exact at::topk of 1 % (the
+// yardstick) and the sampled-threshold selection of 1 %, and the compressors' compress() with
+// error feedback: top-k exact and sampled (1 %), sign (chunk 2048), 4-bit quantize.
 KernelRegistry makeBuiltinKernelRegistry();
-
-struct SampledThresholdOptions {
-  double ratio = 0.01;        // fraction of elements to keep, in (0, 1]
-  double sampleRatio = 0.01;  // fraction of elements sampled for the threshold, in (0, 1]
-  uint64_t seed = 0;          // seeds the sample positions; later calls continue the stream
-};
-
-// A selection: views into the selector's buffers (see SampledThresholdSelector::select).
-struct SparseSelection {
-  at::Tensor indices;   // int32, ascending positions in the input
-  at::Tensor values;    // float32, input[indices] with their signs
-  float threshold = 0;  // an element is kept iff |x| >= threshold
-};
-
-// DGC-style top-k approximation (specs/compressors.md §1.2, without the adaptation loop): samples
-// about max(sampleRatio * numel, 4096) elements (capped at numel; every stride-th element from a
-// random start, the stride odd), takes the threshold as the ceil(ratio * samples)-th largest
-// sampled magnitude, then keeps every element whose magnitude reaches it in one mask pass. The kept
-// count is ratio * numel up to sampling error (relative spread about 1 / sqrt(ratio * samples)).
-// Every kept element is >= every dropped one in magnitude; NaN elements are never kept.
-class SampledThresholdSelector {
- public:
-  // Throws InvalidArgument when ratio or sampleRatio is outside (0, 1].
-  explicit SampledThresholdSelector(SampledThresholdOptions options);
-
-  // Blocking; the mask pass uses at::get_num_threads() threads. `input` must be a contiguous
-  // float32 CPU tensor with 1 <= numel <= INT32_MAX (InvalidArgument otherwise); it is read only.
-  // The result views buffers owned by the selector: valid until the next select() call or the
-  // selector's destruction (clone() to keep it).
-  SparseSelection select(const at::Tensor& input);
-
- private:
-  SampledThresholdOptions options_;
-  std::mt19937_64 random_;
-  std::vector<float> sample_;
-  std::vector<int64_t> chunkCounts_;
-  at::Tensor indices_;  // int32, capacity numel: a chunk never overflows its own range
-  at::Tensor values_;   // float32, same capacity
-};
 
 struct KernelBenchOptions {
   // Float32 input per kernel call, in bytes (positive multiples of 4). Default 1 MB (cache
