@@ -37,6 +37,13 @@ int64_t ringAllreduceBytes(int64_t bytes, int worldSize) {
 
 }  // namespace
 
+double dgcWarmupRatio(double ratio, int64_t warmupEpochs, double epoch) {
+  if (warmupEpochs <= 0 || epoch >= static_cast<double>(warmupEpochs)) return ratio;
+  const double coeff = std::pow(ratio, 1.0 / static_cast<double>(warmupEpochs + 1));
+  const double e = std::floor(std::max(epoch, 0.0));
+  return std::max(std::pow(coeff, e + 1), ratio);
+}
+
 struct CompressionEngine::Layer {
   LayerMethod method;
   std::unique_ptr<Compressor> compressor;  // the method's compressor
@@ -129,13 +136,7 @@ LayerParams CompressionEngine::paramsAt(size_t layer, const StepInfo& step) cons
   LayerParams params = method.params;
   params.seed = mix(mix(options_.seed, static_cast<uint64_t>(step.step)), layer);
   params.rankSeed = mix(params.seed, static_cast<uint64_t>(comm_.rank()) + 1);
-  if (method.dgcWarmupEpochs > 0 && step.epoch < static_cast<double>(method.dgcWarmupEpochs)) {
-    // DGC's exponential warm-up: density coeff^(e+1) in epoch e, coeff = ratio^(1/(W+1)).
-    const double coeff =
-        std::pow(params.ratio, 1.0 / static_cast<double>(method.dgcWarmupEpochs + 1));
-    const double epoch = std::floor(step.epoch);
-    params.ratio = std::max(std::pow(coeff, epoch + 1), params.ratio);
-  }
+  params.ratio = dgcWarmupRatio(params.ratio, method.dgcWarmupEpochs, step.epoch);
   return params;
 }
 

@@ -82,6 +82,11 @@ struct LayerStats {
   int64_t errorSampleStep = -1;
 };
 
+// DGC's exponential sparsity warm-up (specs §1.2): the kept fraction in (fractional) epoch
+// `epoch` is max(coeff^(e+1), ratio) with coeff = ratio^(1/(warmupEpochs+1)) and e = floor(epoch),
+// for e < warmupEpochs; `ratio` afterwards and when warmupEpochs is 0.
+double dgcWarmupRatio(double ratio, int64_t warmupEpochs, double epoch);
+
 class CompressionEngine {
  public:
   // Resolves every layer's method: compressed layers get their compressor, feedback policy and
