@@ -343,7 +343,25 @@ def _network_summary(workload, network, by_method):
         "fastest_ratio_to_floor": fastest["ratio_to_floor"] if fastest else None,
         "compared": THINWIRE_METHOD in by_method and DDP_METHOD in by_method,
         "ddp_over_thinwire": ratio,
+        "compressed": _compressed_speedups(by_method),
     }
+
+
+def _compressed_speedups(by_method):
+    """For every compressed thinwire method: its ratio to the floor and how many times faster
+    it is than each PyTorch DDP method of the same network (DDP median / its median)."""
+    rows = []
+    for name, cell in by_method.items():
+        if (not name.startswith("thinwire-") or name == THINWIRE_METHOD
+                or not cell["median_s_per_step"]):
+            continue
+        faster = {}
+        for other, peer in by_method.items():
+            if other.startswith("ddp-") and peer["median_s_per_step"]:
+                faster[other] = peer["median_s_per_step"] / cell["median_s_per_step"]
+        rows.append({"method": name, "ratio_to_floor": cell["ratio_to_floor"],
+                     "times_faster_than": faster})
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,6 +481,12 @@ def _network_line(net):
             verdict = ("thinwire faster" if ratio > 1 else
                        "PyTorch DDP faster" if ratio < 1 else "equal")
             text += f"{fmt_ratio(ratio)} ({verdict})"
+    for row in net.get("compressed", []):
+        text += f"; `{row['method']}`"
+        if row["ratio_to_floor"] is not None:
+            text += f" {fmt_ratio(row['ratio_to_floor'])}× the floor"
+        for other, times in sorted(row["times_faster_than"].items()):
+            text += f", {fmt_ratio(times)}× faster than {other}"
     return text + "."
 
 

@@ -14,6 +14,9 @@
 #                perhost-1gbit   4 hosts, one 1 Gbit/s port each (bench/netem/per_host.sh)
 #   peers      fmnist-cnn, 4 ranks: thinwire, DDP none/fp16/PowerSGD/batched PowerSGD, floor,
 #              on unthrottled and shared-1gbit (peer failures are recorded as results)
+#   compression  fmnist-mlp, 4 ranks, shared-1gbit and perhost-1gbit: thinwire with top-k 1 %
+#              + error feedback and with 1-bit sign + error feedback next to thinwire fp32, DDP
+#              (no hook, fp16 hook) and the floor
 #   smoke      fmnist-mlp, 2 ranks, 12 steps, 1 repeat, unthrottled + perhost: checks the harness
 #
 # Every (network, method) pair runs --repeats times (default 3), interleaved (rep 1 of every
@@ -66,11 +69,15 @@ case $matrix in
     workload=fmnist-cnn ranks=4 steps=${steps:-100} repeats=${repeats:-3}
     networks=(unthrottled shared-1gbit)
     methods=(floor thinwire-fp32 ddp-none ddp-fp16 ddp-powersgd ddp-powersgd-batched) ;;
+  compression)
+    workload=fmnist-mlp ranks=4 steps=${steps:-60} repeats=${repeats:-3}
+    networks=(shared-1gbit perhost-1gbit)
+    methods=(floor thinwire-fp32 thinwire-topk-ef thinwire-sign-ef ddp-none ddp-fp16) ;;
   smoke)
     workload=fmnist-mlp ranks=2 steps=${steps:-12} repeats=${repeats:-1}
     networks=(unthrottled perhost-1gbit)
     methods=(floor thinwire-fp32 ddp-none) ;;
-  *) echo "bench/run.sh: unknown matrix '$matrix' (baseline, peers, smoke)" >&2; exit 2 ;;
+  *) echo "bench/run.sh: unknown matrix '$matrix' (baseline, peers, compression, smoke)" >&2; exit 2 ;;
 esac
 [[ $steps =~ ^[0-9]+$ ]] && ((steps >= 6)) || { echo "bench/run.sh: --steps must be >= 6, got '$steps'" >&2; exit 2; }
 [[ $repeats =~ ^[0-9]+$ ]] && ((repeats >= 1)) || { echo "bench/run.sh: --repeats must be >= 1, got '$repeats'" >&2; exit 2; }
@@ -141,6 +148,9 @@ labels = {
 }
 method_info = {
     "thinwire-fp32": ("thinwire, uncompressed", "thinwire", False),
+    "thinwire-topk-ef": ("thinwire, top-k 1 % (sampled threshold) + error feedback", "thinwire", False),
+    "thinwire-topk-econtrol": ("thinwire, top-k 1 % (sampled threshold) + EControl", "thinwire", False),
+    "thinwire-sign-ef": ("thinwire, 1-bit sign (scale per 2048) + error feedback", "thinwire", False),
     "floor": ("compute-only floor (no gradient communication)", "thinwire", True),
     "ddp-none": ("PyTorch DDP (gloo), no hook", "pytorch-ddp", False),
     "ddp-fp16": ("PyTorch DDP (gloo), fp16_compress_hook", "pytorch-ddp", False),

@@ -51,6 +51,20 @@ bench_ddp_per_host() {
   return "$status"
 }
 
+# The thinwire settings of a benchmark method, as --set arguments on one line. Compressed methods
+# start communicating during backward (comm.overlap=on): their sync thread mostly waits on the
+# network, so it does not take compute from the other ranks as an fp32 allreduce's copy loop does.
+bench_thinwire_method_args() {
+  case $1 in
+    floor) echo "--set comm.gradient_sync=false" ;;
+    thinwire-fp32) echo "" ;;
+    thinwire-topk-ef) echo "--set compression.method=topk --set compression.ratio=0.01 --set compression.selection=sampled --set compression.feedback=ef --set comm.overlap=on" ;;
+    thinwire-topk-econtrol) echo "--set compression.method=topk --set compression.ratio=0.01 --set compression.selection=sampled --set compression.feedback=econtrol --set comm.overlap=on" ;;
+    thinwire-sign-ef) echo "--set compression.method=sign --set compression.feedback=ef --set comm.overlap=on" ;;
+    *) echo "bench/run.sh: unknown thinwire method $1" >&2; return 2 ;;
+  esac
+}
+
 # bench_network_main OUT NETWORK WORKLOAD RANKS STEPS REPEATS METHOD...
 bench_network_main() {
   local out=$1 network=$2 workload=$3 ranks=$4 steps=$5 repeats=$6
@@ -90,9 +104,9 @@ bench_network_main() {
       mkdir -p "$dir"
       local t0=$SECONDS ok=1
       case $method in
-        thinwire-fp32 | floor)
-          local -a extra=()
-          [[ $method == floor ]] && extra=(--set comm.gradient_sync=false)
+        thinwire-* | floor)
+          local -a extra
+          read -r -a extra <<<"$(bench_thinwire_method_args "$method")" || true
           bench_run "$dir" "$limit" "$bin" launch "$config" "${common_tw[@]}" "${net_tw[@]}" \
             "${extra[@]}" --set "run.output_dir=$dir" || ok=0
           [[ -f $dir/run/metrics.jsonl ]] && mv "$dir/run/metrics.jsonl" "$dir/metrics.jsonl"

@@ -391,3 +391,28 @@ class FirstErrorLineTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class CompressedSpeedupsTest(unittest.TestCase):
+    def test_ratios_of_compressed_methods_to_floor_and_ddp(self):
+        cell = lambda s, floor=False, ratio=None: {  # noqa: E731
+            "median_s_per_step": s, "floor": floor, "ratio_to_floor": ratio}
+        by_method = {
+            "floor": cell(0.1, floor=True, ratio=1.0),
+            "thinwire-fp32": cell(1.0, ratio=10.0),
+            "thinwire-topk-ef": cell(0.125, ratio=1.25),
+            "thinwire-sign-ef": cell(None),
+            "ddp-none": cell(1.25, ratio=12.5),
+            "ddp-fp16": cell(0.75, ratio=7.5),
+        }
+        rows = report._compressed_speedups(by_method)
+        self.assertEqual([r["method"] for r in rows], ["thinwire-topk-ef"])
+        self.assertEqual(rows[0]["ratio_to_floor"], 1.25)
+        self.assertAlmostEqual(rows[0]["times_faster_than"]["ddp-none"], 10.0)
+        self.assertAlmostEqual(rows[0]["times_faster_than"]["ddp-fp16"], 6.0)
+        line = report._network_line({
+            "network": "n", "label": "l", "fastest_method": "thinwire-topk-ef",
+            "fastest_s_per_step": 0.125, "fastest_ratio_to_floor": 1.25, "compared": False,
+            "ddp_over_thinwire": None, "compressed": rows})
+        self.assertIn("`thinwire-topk-ef` 1.250× the floor, 6.000× faster than ddp-fp16, "
+                      "10.000× faster than ddp-none", line)
