@@ -9,6 +9,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <vector>
 
 #include "base/error.h"
 
@@ -24,6 +25,27 @@ uint64_t splitMix64(uint64_t x) {
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   return x ^ (x >> 31);
 }
+
+// Note [Sample keys]
+// For non-negative IEEE floats the bit patterns order like the values, so |p| is ranked by
+// key = (bits & 0x7fffffff) + 1, and NaN (patterns above +inf's 0x7f800000) gets key 0, below
+// every number, zero included; key - 1 gives the magnitude back.
+inline uint32_t sampleKey(float value) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(bits));
+  bits &= 0x7fffffffu;
+  return bits <= 0x7f800000u ? bits + 1 : 0;
+}
+
+// nthLargestKey's radix levels: they cover the 32 key bits; below kSmallBin keys a bin is
+// resolved by std::nth_element.
+struct RadixLevel {
+  int shift;
+  int bits;
+};
+constexpr RadixLevel kRadixLevels[] = {{21, 11}, {10, 11}, {0, 10}};
+constexpr int kRadixMaxBits = 11;
+constexpr int64_t kSmallBin = 512;
 
 void checkInput(const char* what, const at::Tensor& tensor) {
   TW_CHECK(tensor.defined() && tensor.device().is_cpu() && tensor.scalar_type() == at::kFloat &&
@@ -120,22 +142,71 @@ float sampleThreshold(const at::Tensor& residual,
   const uint64_t starts = static_cast<uint64_t>(numel - (taken - 1) * stride);  // in [1, 2^31)
   // Multiply-shift maps 32 random bits onto [0, starts) without a division.
   const int64_t first = static_cast<int64_t>(((splitMix64(options.seed) >> 32) * starts) >> 32);
-  // NaN samples count as -1 so that they are never chosen and the ordering stays strict-weak.
-  std::vector<float> sample(taken);
-  for (int64_t s = 0; s < taken; ++s) {
-    const int64_t j = first + s * stride;
-    // The same expression as the fused passes that use the threshold, so a sampled element's
-    // magnitude is exactly the one they compare.
-    const float p = a != nullptr ? r[j] + addendScale * a[j] : r[j];
-    const float magnitude = std::fabs(p);
-    sample[s] = std::isnan(magnitude) ? -1.0f : magnitude;
+  // Magnitudes are ranked by their keys (Note [Sample keys]); a NaN's key 0 is never chosen
+  // while a number remains.
+  std::vector<uint32_t> keys(taken);
+  if (a != nullptr) {
+    for (int64_t s = 0; s < taken; ++s) {
+      const int64_t j = first + s * stride;
+      // The same expression as the fused passes that use the threshold, so a sampled element's
+      // magnitude is exactly the one they compare.
+      keys[s] = sampleKey(r[j] + addendScale * a[j]);
+    }
+  } else {
+    for (int64_t s = 0; s < taken; ++s) keys[s] = sampleKey(r[first + s * stride]);
   }
   const int64_t rank = std::max<int64_t>(
       1, std::min<int64_t>(taken, static_cast<int64_t>(
                                       std::ceil(options.fraction * static_cast<double>(taken)))));
-  std::nth_element(sample.begin(), sample.begin() + (rank - 1), sample.end(), std::greater<>());
-  // An all-NaN sample gives -1; +inf then keeps only infinities rather than everything.
-  return sample[rank - 1] >= 0 ? sample[rank - 1] : std::numeric_limits<float>::infinity();
+  std::vector<uint32_t> scratch;
+  const uint32_t key = nthLargestKey(keys.data(), taken, rank, scratch);
+  // An all-NaN sample: +inf keeps only infinities rather than everything.
+  if (key == 0) return std::numeric_limits<float>::infinity();
+  const uint32_t bits = key - 1;
+  float magnitude = 0;
+  std::memcpy(&magnitude, &bits, sizeof(magnitude));
+  return magnitude;
+}
+
+uint32_t nthLargestKey(const uint32_t* keys,
+                       int64_t count,
+                       int64_t rank,
+                       std::vector<uint32_t>& scratch) {
+  TW_CHECK(rank >= 1 && rank <= count, "nthLargestKey: rank = ", rank, ", expected in [1, ", count,
+           "]");
+  const uint32_t* data = keys;
+  int64_t size = count;
+  int64_t need = rank;  // the rank within data[0, size)
+  uint32_t histogram[int64_t{1} << kRadixMaxBits];
+  for (const RadixLevel& level : kRadixLevels) {
+    if (size <= kSmallBin) break;
+    const int64_t bins = int64_t{1} << level.bits;
+    const uint32_t mask = static_cast<uint32_t>(bins - 1);
+    std::fill(histogram, histogram + bins, 0u);
+    for (int64_t i = 0; i < size; ++i) ++histogram[(data[i] >> level.shift) & mask];
+    int64_t bin = bins - 1;
+    while (histogram[bin] < need) {  // the bins hold all `size` >= need keys
+      need -= histogram[bin];
+      --bin;
+    }
+    // Keep the bin's keys, compacted without branches: every key is written at `kept`, which
+    // only advances past keys of the bin. In place once data is the scratch (kept <= i); from
+    // the input, one spare slot takes the writes after the last key of the bin.
+    if (data == keys) scratch.resize(histogram[bin] + 1);
+    uint32_t* out = scratch.data();
+    int64_t kept = 0;
+    for (int64_t i = 0; i < size; ++i) {
+      const uint32_t key = data[i];
+      out[kept] = key;
+      kept += ((key >> level.shift) & mask) == static_cast<uint32_t>(bin) ? 1 : 0;
+    }
+    data = out;
+    size = kept;
+  }
+  if (data == keys) scratch.assign(keys, keys + size);
+  std::nth_element(scratch.begin(), scratch.begin() + (need - 1), scratch.begin() + size,
+                   std::greater<>());
+  return scratch[need - 1];
 }
 
 SampledThresholdSelector::SampledThresholdSelector(SampledThresholdOptions options)

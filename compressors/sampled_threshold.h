@@ -8,6 +8,8 @@
 //     loop on it.
 //   - SampledThresholdSelector: estimate plus one read-only mask pass over a tensor, the
 //     selection the kernel benchmark compares with at::topk.
+//   - nthLargestKey(): the radix selection both use, also the exact top-k cut of TopKCompressor's
+//     sampled mode.
 //
 // Ownership: a selector owns the buffers its results view; sampleThreshold() owns nothing.
 // Threading: sampleThreshold() is a pure function of its arguments. A selector is used by one
@@ -47,6 +49,17 @@ float sampleThreshold(const at::Tensor& residual,
                       const at::Tensor& addend,
                       float addendScale,
                       const ThresholdSampleOptions& options);
+
+// Blocking, pure. Returns the rank-th largest (1-based) of keys[0, count): the value
+// std::nth_element with std::greater would put at rank - 1, found by radix selection (histograms
+// of the top 11, the next 11 and the last 10 bits, each over the keys left in the chosen bin,
+// finishing with std::nth_element once a bin is small), so O(count) whatever the distribution.
+// `scratch` is working memory, resized as needed; `keys` must not point into it. Throws
+// InvalidArgument unless 1 <= rank <= count.
+uint32_t nthLargestKey(const uint32_t* keys,
+                       int64_t count,
+                       int64_t rank,
+                       std::vector<uint32_t>& scratch);
 
 struct SampledThresholdOptions {
   double ratio = 0.01;        // fraction of elements to keep, in (0, 1]

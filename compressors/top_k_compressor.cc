@@ -11,6 +11,10 @@
 #include <functional>
 #include <limits>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "base/error.h"
 #include "compressors/sampled_threshold.h"
 
@@ -60,6 +64,8 @@ constexpr float kHalfMax = 65504.0f;
 constexpr int64_t kMinSamples = 4096;
 // Sampled mode: DGC's factor for lowering the threshold when too few entries reach it.
 constexpr float kAdaptationFactor = 0.8f;
+// Entries ahead that a loop of scattered residual writes prefetches.
+constexpr int64_t kPrefetchDistance = 16;
 
 inline uint32_t magnitudeKey(float value) {
   uint32_t bits = 0;
@@ -162,80 +168,116 @@ int64_t gather(const float* __restrict residual,
   return count;
 }
 
-// p = residual + scale * addend stored into residual (addend may be null: p = residual), except
-// that elements with |p| >= threshold are appended to `indices` (offset by `base`) / `values` and
-// stored as 0. See Note [Sampled top-k].
-void thresholdPass(float* __restrict residual,
-                   const float* __restrict addend,
-                   float scale,
-                   int64_t numel,
-                   int64_t base,
-                   float threshold,
-                   std::vector<int32_t>& indices,
-                   std::vector<float>& values) {
-  using Lanes = int32_t __attribute__((vector_size(16)));
-  int32_t thresholdBits = 0;
-  std::memcpy(&thresholdBits, &threshold, sizeof(thresholdBits));
-  // |p| >= threshold iff (bits & 0x7fffffff) > bits(threshold) - 1 for numbers (threshold > 0).
-  const int32_t below = thresholdBits - 1;
-  const Lanes limit = {below, below, below, below};
-  const Lanes magnitudeMask = {0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff};
-  auto visit = [&](int64_t j) {
-    const float p = residual[j];
-    if (std::fabs(p) >= threshold) {
-      indices.push_back(static_cast<int32_t>(base + j));
-      values.push_back(p);
-      residual[j] = 0.0f;
-    }
-  };
-  int64_t i = 0;
-  for (; i + kBlock <= numel; i += kBlock) {
-    float* r = residual + i;
-    if (addend != nullptr) {
-      const float* a = addend + i;
-      for (int64_t j = 0; j < kBlock; ++j) r[j] = r[j] + scale * a[j];
-    }
-    Lanes any = {0, 0, 0, 0};
-    for (int64_t lane = 0; lane < kBlock; lane += 4) {
-      Lanes bits;
-      std::memcpy(&bits, r + lane, sizeof(bits));
-      any |= (bits & magnitudeMask) > limit;
-    }
-    uint64_t halves[2];
-    std::memcpy(halves, &any, sizeof(halves));
-    if ((halves[0] | halves[1]) == 0) continue;
-    for (int64_t j = i; j < i + kBlock; ++j) visit(j);
-  }
-  for (; i < numel; ++i) {
-    if (addend != nullptr) residual[i] = residual[i] + scale * addend[i];
-    visit(i);
-  }
+// Makes room for `extra` more entries after the first `count` of `indices` / `values`.
+void reserveCandidates(std::vector<int32_t>& indices,
+                       std::vector<float>& values,
+                       int64_t count,
+                       int64_t extra) {
+  if (count + extra <= static_cast<int64_t>(indices.size())) return;
+  const size_t size = std::max<size_t>(2 * indices.size(), static_cast<size_t>(count + extra));
+  indices.resize(size);
+  values.resize(size);
 }
 
-// Merges the ascending (index, value) lists `extraIndices` / `extraValues` into
-// `indices` / `values`.
-void mergeAscending(std::vector<int32_t>& indices,
-                    std::vector<float>& values,
-                    const std::vector<int32_t>& extraIndices,
-                    const std::vector<float>& extraValues) {
-  if (extraIndices.empty()) return;
-  std::vector<int32_t> mergedIndices;
-  std::vector<float> mergedValues;
-  mergedIndices.reserve(indices.size() + extraIndices.size());
-  mergedValues.reserve(indices.size() + extraIndices.size());
-  size_t a = 0;
-  size_t b = 0;
-  while (a < indices.size() || b < extraIndices.size()) {
-    if (b == extraIndices.size() || (a < indices.size() && indices[a] < extraIndices[b])) {
-      mergedIndices.push_back(indices[a]);
-      mergedValues.push_back(values[a++]);
+// p = residual + scale * addend stored into residual (kHasAddend; otherwise p = residual, which
+// is rewritten only at candidates), except that elements with |p| >= threshold are stored as 0
+// and appended as (index offset by `base`, p) to `indices` / `values` after their first `count`
+// entries, which grow as needed. Returns the new count. See Note [Sampled top-k].
+template <bool kHasAddend>
+int64_t thresholdPass(float* __restrict residual,
+                      const float* __restrict addend,
+                      float scale,
+                      int64_t numel,
+                      int64_t base,
+                      float threshold,
+                      std::vector<int32_t>& indices,
+                      std::vector<float>& values,
+                      int64_t count) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  // Note [Threshold pass]
+  // The whole job is memory bound (12 bytes per element), so the loop must not add work per
+  // element: 16 lanes are computed, compared and stored with SSE2, and only a block holding a
+  // candidate (about one in six at 1 % density) takes the branch that appends its set mask bits.
+  // The float compare is false for NaN, so NaN stays in the residual as the scalar test does;
+  // p is mul-then-add like the scalar expression (no FMA), so both agree bit for bit.
+  const __m128 scaleLanes = _mm_set1_ps(scale);
+  const __m128 thresholdLanes = _mm_set1_ps(threshold);
+  const __m128 magnitudeMask = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
+  for (; i + kBlock <= numel; i += kBlock) {
+    float* r = residual + i;
+    __m128 p[4];
+    int mask = 0;
+    for (int lane = 0; lane < 4; ++lane) {
+      p[lane] = _mm_loadu_ps(r + 4 * lane);
+      if constexpr (kHasAddend) {
+        p[lane] = _mm_add_ps(p[lane], _mm_mul_ps(scaleLanes, _mm_loadu_ps(addend + i + 4 * lane)));
+      }
+      const __m128 hit = _mm_cmpge_ps(_mm_and_ps(p[lane], magnitudeMask), thresholdLanes);
+      mask |= _mm_movemask_ps(hit) << (4 * lane);
+      if constexpr (kHasAddend) _mm_storeu_ps(r + 4 * lane, _mm_andnot_ps(hit, p[lane]));
+    }
+    if (mask == 0) continue;
+    float blockValues[kBlock];
+    for (int lane = 0; lane < 4; ++lane) {
+      _mm_storeu_ps(blockValues + 4 * lane, p[lane]);
+      if constexpr (!kHasAddend) {
+        const __m128 hit = _mm_cmpge_ps(_mm_and_ps(p[lane], magnitudeMask), thresholdLanes);
+        _mm_storeu_ps(r + 4 * lane, _mm_andnot_ps(hit, p[lane]));
+      }
+    }
+    reserveCandidates(indices, values, count, kBlock);
+    int32_t* outIndices = indices.data();
+    float* outValues = values.data();
+    for (; mask != 0; mask &= mask - 1) {
+      const int lane = __builtin_ctz(static_cast<unsigned>(mask));
+      outIndices[count] = static_cast<int32_t>(base + i + lane);
+      outValues[count] = blockValues[lane];
+      ++count;
+    }
+  }
+#endif
+  for (; i < numel; ++i) {
+    float p = residual[i];
+    if constexpr (kHasAddend) p = p + scale * addend[i];
+    if (std::fabs(p) >= threshold) {
+      reserveCandidates(indices, values, count, 1);
+      indices[count] = static_cast<int32_t>(base + i);
+      values[count] = p;
+      ++count;
+      residual[i] = 0.0f;
+    } else if constexpr (kHasAddend) {
+      residual[i] = p;
+    }
+  }
+  return count;
+}
+
+// Merges the ascending (index, value) entries extraIndices / extraValues [0, extraCount) into the
+// first `count` entries of `indices` / `values`; returns the merged count.
+int64_t mergeAscending(std::vector<int32_t>& indices,
+                       std::vector<float>& values,
+                       int64_t count,
+                       const std::vector<int32_t>& extraIndices,
+                       const std::vector<float>& extraValues,
+                       int64_t extraCount) {
+  if (extraCount == 0) return count;
+  std::vector<int32_t> mergedIndices(count + extraCount);
+  std::vector<float> mergedValues(count + extraCount);
+  int64_t a = 0;
+  int64_t b = 0;
+  for (int64_t m = 0; m < count + extraCount; ++m) {
+    if (b == extraCount || (a < count && indices[a] < extraIndices[b])) {
+      mergedIndices[m] = indices[a];
+      mergedValues[m] = values[a++];
     } else {
-      mergedIndices.push_back(extraIndices[b]);
-      mergedValues.push_back(extraValues[b++]);
+      mergedIndices[m] = extraIndices[b];
+      mergedValues[m] = extraValues[b++];
     }
   }
   indices.swap(mergedIndices);
   values.swap(mergedValues);
+  return count + extraCount;
 }
 
 void checkRatio(double ratio) {
@@ -437,31 +479,34 @@ void TopKCompressor::selectSampled(at::Tensor& residual,
 
   const int64_t chunks = chunkCountFor(numel);
   const int64_t chunkSize = (numel + chunks - 1) / chunks;
-  chunkIndices_.resize(chunks);
-  chunkValues_.resize(chunks);
-  chunkNewIndices_.resize(chunks);
-  chunkNewValues_.resize(chunks);
-  const size_t expected = static_cast<size_t>(
+  chunkCandidates_.resize(chunks);
+  chunkRescan_.resize(chunks);
+  const int64_t expected = static_cast<int64_t>(
       options_.upperBound * static_cast<double>(k) / static_cast<double>(chunks) + 64);
   auto pass = [&](bool first) {
     at::parallel_for(0, chunks, 1, [&](int64_t firstChunk, int64_t lastChunk) {
       for (int64_t c = firstChunk; c < lastChunk; ++c) {
         const int64_t begin = std::min(numel, c * chunkSize);
         const int64_t length = std::min(numel, (c + 1) * chunkSize) - begin;
-        std::vector<int32_t>& indices = first ? chunkIndices_[c] : chunkNewIndices_[c];
-        std::vector<float>& values = first ? chunkValues_[c] : chunkNewValues_[c];
-        indices.clear();
-        values.clear();
-        indices.reserve(expected);
-        values.reserve(expected);
+        Candidates& found = first ? chunkCandidates_[c] : chunkRescan_[c];
+        reserveCandidates(found.indices, found.values, 0, expected);
         // A rescan reads p back from the residual: taken positions hold 0 < threshold.
-        thresholdPass(r + begin, first && a != nullptr ? a + begin : nullptr, addendScale, length,
-                      begin, threshold, indices, values);
-        if (!first) mergeAscending(chunkIndices_[c], chunkValues_[c], indices, values);
+        if (first && a != nullptr) {
+          found.count = thresholdPass<true>(r + begin, a + begin, addendScale, length, begin,
+                                            threshold, found.indices, found.values, 0);
+        } else {
+          found.count = thresholdPass<false>(r + begin, nullptr, addendScale, length, begin,
+                                             threshold, found.indices, found.values, 0);
+        }
+        if (!first) {
+          Candidates& all = chunkCandidates_[c];
+          all.count = mergeAscending(all.indices, all.values, all.count, found.indices,
+                                     found.values, found.count);
+        }
       }
     });
     int64_t count = 0;
-    for (int64_t c = 0; c < chunks; ++c) count += static_cast<int64_t>(chunkIndices_[c].size());
+    for (int64_t c = 0; c < chunks; ++c) count += chunkCandidates_[c].count;
     return count;
   };
   int64_t count = pass(/*first=*/true);
@@ -474,11 +519,16 @@ void TopKCompressor::selectSampled(at::Tensor& residual,
     count = pass(/*first=*/false);
   }
 
-  candidates_.clear();
-  candidateValues_.clear();
+  candidates_.resize(count);
+  candidateValues_.resize(count);
+  int64_t offset = 0;
   for (int64_t c = 0; c < chunks; ++c) {
-    candidates_.insert(candidates_.end(), chunkIndices_[c].begin(), chunkIndices_[c].end());
-    candidateValues_.insert(candidateValues_.end(), chunkValues_[c].begin(), chunkValues_[c].end());
+    const Candidates& found = chunkCandidates_[c];
+    std::copy(found.indices.begin(), found.indices.begin() + found.count,
+              candidates_.begin() + offset);
+    std::copy(found.values.begin(), found.values.begin() + found.count,
+              candidateValues_.begin() + offset);
+    offset += found.count;
   }
   if (count <= k) {
     selected_.swap(candidates_);
@@ -489,24 +539,35 @@ void TopKCompressor::selectSampled(at::Tensor& residual,
   // back into the residual, which held 0 there.
   candidateKeys_.resize(count);
   for (int64_t j = 0; j < count; ++j) candidateKeys_[j] = magnitudeKey(candidateValues_[j]);
-  std::vector<uint32_t> keys(candidateKeys_);
-  std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end(), std::greater<>());
-  const uint32_t kth = keys[k - 1];
+  const uint32_t kth = nthLargestKey(candidateKeys_.data(), count, k, keyScratch_);
   int64_t greater = 0;
   for (uint32_t key : candidateKeys_) greater += key > kth ? 1 : 0;
   int64_t ties = k - greater;
-  selected_.clear();
-  selectedValues_.clear();
+  selected_.resize(k);
+  selectedValues_.resize(k);
+  dropped_.resize(count - k);
+  int64_t kept = 0;
+  int64_t dropped = 0;
   for (int64_t j = 0; j < count; ++j) {
     const uint32_t key = candidateKeys_[j];
     if (key > kth || (key == kth && ties-- > 0)) {
-      selected_.push_back(candidates_[j]);
-      selectedValues_.push_back(candidateValues_[j]);
+      selected_[kept] = candidates_[j];
+      selectedValues_[kept] = candidateValues_[j];
+      ++kept;
     } else {
-      r[candidates_[j]] = candidateValues_[j];
+      dropped_[dropped++] = static_cast<int32_t>(j);
     }
   }
-  TW_ASSERT(static_cast<int64_t>(selected_.size()) == k, "kept ", selected_.size(), " of ", k);
+  TW_ASSERT(kept == k && dropped == count - k, "kept ", kept, " of ", k);
+  // The write-backs are scattered over the whole residual, usually out of cache: prefetching a
+  // few ahead overlaps their misses instead of paying each in turn.
+  for (int64_t d = 0; d < dropped; ++d) {
+    if (d + kPrefetchDistance < dropped) {
+      __builtin_prefetch(r + candidates_[dropped_[d + kPrefetchDistance]], /*rw=*/1);
+    }
+    const int32_t j = dropped_[d];
+    r[candidates_[j]] = candidateValues_[j];
+  }
 }
 
 void TopKCompressor::emit(float* residual, int64_t numel, Payload& out) {
@@ -525,6 +586,9 @@ void TopKCompressor::emit(float* residual, int64_t numel, Payload& out) {
     // the decoded value plus the new residual is p bit for bit.
     std::vector<c10::Half> halves(count);
     for (int64_t j = 0; j < count; ++j) {
+      if (j + kPrefetchDistance < count) {
+        __builtin_prefetch(residual + selected_[j + kPrefetchDistance], /*rw=*/1);
+      }
       const float p = selectedValues_[j];
       const float saturated = p > kHalfMax ? kHalfMax : (p < -kHalfMax ? -kHalfMax : p);
       halves[j] = c10::Half(saturated);
@@ -533,7 +597,15 @@ void TopKCompressor::emit(float* residual, int64_t numel, Payload& out) {
     std::memcpy(valueData, halves.data(), count * sizeof(c10::Half));
   } else {
     std::memcpy(valueData, selectedValues_.data(), count * sizeof(float));
-    for (int64_t j = 0; j < count; ++j) residual[selected_[j]] = 0.0f;
+    // The sampled pass already stored 0 at every kept position.
+    if (!options_.sampled) {
+      for (int64_t j = 0; j < count; ++j) {
+        if (j + kPrefetchDistance < count) {
+          __builtin_prefetch(residual + selected_[j + kPrefetchDistance], /*rw=*/1);
+        }
+        residual[selected_[j]] = 0.0f;
+      }
+    }
   }
 }
 

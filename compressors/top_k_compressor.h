@@ -85,6 +85,7 @@ class TopKCompressor : public Compressor {
                      const LayerParams& params) const override;
 
   bool isSummable() const override { return false; }
+  bool isSparse() const override { return true; }
   // Exact: k * (4 + value bytes). Sampled: -1 (the count depends on the data).
   int64_t payloadBytes(int64_t numel, const LayerParams& params) const override;
   int64_t maxPayloadBytes(int64_t numel, const LayerParams& params) const override;
@@ -97,14 +98,14 @@ class TopKCompressor : public Compressor {
   void selectExact(
       float* residual, const float* addend, float addendScale, int64_t numel, int64_t k);
   // Leaves the kept positions (ascending, <= k) in selected_ and their p values in
-  // selectedValues_; the residual holds p elsewhere (0 at kept positions until emit()).
+  // selectedValues_; the residual holds p elsewhere and 0 at the kept positions.
   void selectSampled(at::Tensor& residual,
                      const at::Tensor& addend,
                      float addendScale,
                      int64_t k,
                      uint64_t rankSeed);
   // Writes the payload from selected_ and selectedValues_ (p) and sets the residual at the kept
-  // positions to p - decode(value).
+  // positions to p - decode(value) (sampled mode with float32 values: the 0 already there).
   void emit(float* residual, int64_t numel, Payload& out);
 
   TopKOptions options_;
@@ -115,11 +116,18 @@ class TopKCompressor : public Compressor {
   std::vector<float> selectedValues_;    // p at the selected positions
   std::vector<int64_t> chunkAbove_;      // exact: per chunk, elements above the current bin
   std::vector<float> candidateValues_;   // sampled: p at the candidates
-  std::vector<std::vector<int32_t>> chunkIndices_;  // sampled: candidates per chunk
-  std::vector<std::vector<float>> chunkValues_;
-  std::vector<std::vector<int32_t>> chunkNewIndices_;  // sampled: a rescan's new candidates
-  std::vector<std::vector<float>> chunkNewValues_;
-  std::vector<int64_t> chunkBin_;  // exact: per chunk, elements in the current bin
+  // sampled: one chunk's candidates, ascending: the first `count` entries of buffers that only
+  // grow, so that repeated calls do not reallocate.
+  struct Candidates {
+    std::vector<int32_t> indices;
+    std::vector<float> values;
+    int64_t count = 0;
+  };
+  std::vector<Candidates> chunkCandidates_;  // sampled: all candidates per chunk
+  std::vector<Candidates> chunkRescan_;      // sampled: a rescan's new candidates per chunk
+  std::vector<uint32_t> keyScratch_;         // sampled: nthLargestKey's working memory
+  std::vector<int32_t> dropped_;             // sampled: candidates cut from the top-k
+  std::vector<int64_t> chunkBin_;            // exact: per chunk, elements in the current bin
 };
 
 }  // namespace thinwire::compressors

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -136,6 +137,42 @@ TEST(SampleThresholdTest, NaNsAreSkippedAndAllNaNGivesInfinity) {
   EXPECT_TRUE(contains(
       errorMessageOf<InvalidArgument>([&] { sampleThreshold(x, at::zeros({3}), 1.0f, {}); }),
       "addend has 3"));
+}
+
+// The rank-th largest by a full sort, independent of the radix selection.
+uint32_t sortedRank(std::vector<uint32_t> keys, int64_t rank) {
+  std::sort(keys.begin(), keys.end());
+  return keys[keys.size() - rank];
+}
+
+TEST(NthLargestKeyTest, MatchesASortOnManyDistributions) {
+  std::mt19937 random(5);
+  std::vector<uint32_t> scratch;
+  // Sizes around the small-bin cutoff and larger; uniform 32-bit keys (the top bit too), keys
+  // crowded into one top-level bin, few distinct values, and all equal.
+  for (int64_t count : {1, 2, 7, 511, 512, 513, 5000, 100003}) {
+    for (int kind = 0; kind < 4; ++kind) {
+      std::vector<uint32_t> keys(count);
+      for (uint32_t& key : keys) {
+        const uint32_t word = static_cast<uint32_t>(random());
+        key = kind == 0   ? word
+              : kind == 1 ? 0x40200000u + (word & 0x1fffffu)
+              : kind == 2 ? word % 5
+                          : 0x7f800001u;
+      }
+      for (int64_t rank : {int64_t{1}, (count + 1) / 2, count / 100 + 1, count}) {
+        EXPECT_EQ(nthLargestKey(keys.data(), count, rank, scratch), sortedRank(keys, rank))
+            << "count " << count << " kind " << kind << " rank " << rank;
+      }
+    }
+  }
+  std::vector<uint32_t> keys = {3, 1, 2};
+  EXPECT_TRUE(
+      contains(errorMessageOf<InvalidArgument>([&] { nthLargestKey(keys.data(), 3, 0, scratch); }),
+               "rank = 0"));
+  EXPECT_TRUE(
+      contains(errorMessageOf<InvalidArgument>([&] { nthLargestKey(keys.data(), 3, 4, scratch); }),
+               "rank = 4"));
 }
 
 TEST(SampledThresholdSelectorTest, KeepsRoughlyTheRequestedFractionAndOnlyTheLargest) {

@@ -509,6 +509,48 @@ TEST(TopKCompressorSampledTest, ErrorFeedbackInvariantIsBitExact) {
   }
 }
 
+TEST(TopKCompressorSampledTest, AllEqualMagnitudesKeepTheLowestIndices) {
+  // Every element reaches the threshold, so the candidate buffers grow to numel and the cut to k
+  // resolves ties alone: the k lowest positions are sent, the rest return to the residual.
+  for (int64_t numel : {int64_t{7}, int64_t{100003}}) {
+    at::Tensor e = at::full({numel}, 1.5f);
+    for (int64_t i = 0; i < numel; i += 3) e[i] = -1.5f;
+    const at::Tensor g = at::zeros({numel}, at::kFloat);
+    TopKCompressor topk(TopKOptions{.sampled = true});
+    at::Tensor residual = e.clone();
+    Payload payload;
+    topk.compress(residual, g, 1.0f, payload, LayerParams{.ratio = 0.01, .rankSeed = 2});
+    const int64_t k = expectedK(numel, 0.01);
+    const Decoded decoded = decode(payload, false);
+    ASSERT_EQ(static_cast<int64_t>(decoded.indices.size()), k) << numel;
+    for (int64_t j = 0; j < k; ++j) {
+      EXPECT_EQ(decoded.indices[j], j);
+      EXPECT_EQ(decoded.values[j], j % 3 == 0 ? -1.5f : 1.5f);
+    }
+    for (int64_t i = 0; i < numel; ++i) {
+      ASSERT_EQ(residual.data_ptr<float>()[i], i < k ? 0.0f : e.data_ptr<float>()[i]) << i;
+    }
+  }
+}
+
+TEST(TopKCompressorSampledTest, ReusedInstanceMatchesFreshOnesAcrossSizes) {
+  // Scratch buffers kept between calls (grown by a large input, reused by smaller ones) must not
+  // leak into later results; each result is also checked against p.
+  TopKCompressor reused(TopKOptions{.sampled = true});
+  uint64_t seed = 100;
+  for (int64_t numel : {300001, 1000, 17, 65537, 300001}) {
+    const at::Tensor e = normal(numel, ++seed);
+    const at::Tensor g = studentT(numel, 3, ++seed);
+    const LayerParams params{.ratio = 0.01, .rankSeed = seed};
+    Payload fresh;
+    expectValidSampled(e, g, TopKOptions{.sampled = true}, 0.01, seed, &fresh);
+    at::Tensor residual = e.clone();
+    Payload payload;
+    reused.compress(residual, g, 1.0f, payload, params);
+    EXPECT_TRUE(at::equal(payload.data, fresh.data)) << numel;
+  }
+}
+
 TEST(TopKCompressorSampledTest, ZerosAndNaNAreNeverSent) {
   TopKCompressor topk(TopKOptions{.sampled = true});
   at::Tensor zeros = at::zeros({10000}, at::kFloat);
