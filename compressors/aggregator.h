@@ -111,8 +111,11 @@ AggregatorKind chooseAggregator(const Compressor& compressor,
 //   two-phase                  (n-1)/n * s (all-to-all) + (n-1)/n * s' (allgather of the
 //                              server's re-compressed chunk, s' = s), 2(n-1) rounds
 // So a summable payload is allreduced, and a fixed-size non-summable one (sign, quantize) goes
-// two-phase for n >= 3. For sparse payloads (top-k) allgather wins only while its (n-1) s stays
-// below both alternatives, i.e. for small n or small density; beyond that two-phase wins.
+// two-phase for n >= 3. Sparse payloads (top-k, Compressor::isSparse()) are gathered as long as
+// (n-1) s stays below a dense float32 allreduce of the tensor (density below about 1/n), although
+// two-phase would send fewer bytes: its server re-selects the sum, which is a second, lossy
+// compression (measured to cost accuracy, see chooseAggregator()); beyond that break-even the
+// gather is worse than not compressing, and two-phase is used.
 // With n = 1 nothing is sent and the identity is exact: every method decodes its own payload.
 
 }  // namespace thinwire::compressors

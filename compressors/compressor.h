@@ -87,6 +87,12 @@ class Compressor {
   // payload of the sum of their decodings: such payloads can be allreduced without decoding.
   virtual bool isSummable() const = 0;
 
+  // True when the payload is a sparse selection ((index, value) pairs): its decodings add up
+  // without loss, whereas re-compressing a sum (two-phase) drops part of it. The cost model
+  // therefore gathers sparse payloads while that beats a dense float32 allreduce (Note
+  // [Aggregator cost model]).
+  virtual bool isSparse() const { return false; }
+
   // Bytes compress() produces for `numel` elements with `params` when that is known in advance
   // (the same on every rank); -1 when the size depends on the data (threshold selection).
   virtual int64_t payloadBytes(int64_t numel, const LayerParams& params) const = 0;
