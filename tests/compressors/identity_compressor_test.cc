@@ -7,16 +7,14 @@
 #include <vector>
 
 #include "base/error.h"
+#include "tests/compressors/test_tensors.h"
 
 namespace thinwire::compressors {
 namespace {
 
-const std::vector<int64_t> kSizes = {0, 1, 7, 8, 9, 1000, 4099};
+using test::gaussian;
 
-at::Tensor gaussian(int64_t numel, uint64_t seed) {
-  at::Generator generator = at::detail::createCPUGenerator(seed);
-  return at::randn({numel}, generator);
-}
+const std::vector<int64_t> kSizes = {0, 1, 7, 8, 9, 1000, 4099};
 
 TEST(IdentityCompressorTest, SendsResidualPlusScaledAddendAndZeroesResidual) {
   IdentityCompressor identity;

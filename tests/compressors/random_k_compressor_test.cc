@@ -11,21 +11,16 @@
 #include <vector>
 
 #include "base/error.h"
+#include "tests/compressors/test_tensors.h"
 #include "tests/testing/error_message.h"
 
 namespace thinwire::compressors {
 namespace {
 
+using test::contains;
+using test::gaussian;
+
 using testing::errorMessageOf;
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-at::Tensor normal(int64_t numel, uint64_t seed) {
-  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return at::randn({numel}, generator, at::TensorOptions(at::kFloat));
-}
 
 int64_t expectedK(int64_t numel, double ratio) {
   return std::max<int64_t>(1, static_cast<int64_t>(std::floor(ratio * numel)));
@@ -43,7 +38,7 @@ std::vector<int32_t> keptPositions(const at::Tensor& residual) {
 }
 
 at::Tensor nonZero(int64_t numel, uint64_t seed) {
-  at::Tensor x = normal(numel, seed);
+  at::Tensor x = gaussian(numel, seed);
   return x + at::where(x >= 0, at::full_like(x, 0.5f), at::full_like(x, -0.5f));
 }
 
@@ -85,7 +80,7 @@ TEST(RandomKIndicesTest, EveryPositionEquallyLikely) {
 TEST(RandomKCompressorTest, KeepsTheSeededPositionsAndLeavesTheRestInTheResidual) {
   for (int64_t numel : {1, 7, 9, 1000, 70001}) {
     const at::Tensor e = nonZero(numel, 1);
-    const at::Tensor g = normal(numel, 2) * 0.01f;
+    const at::Tensor g = gaussian(numel, 2) * 0.01f;
     std::vector<float> p(numel);
     for (int64_t i = 0; i < numel; ++i) {
       p[i] = e.data_ptr<float>()[i] + 0.5f * g.data_ptr<float>()[i];
@@ -127,8 +122,8 @@ TEST(RandomKCompressorTest, UnscaledErrorFeedbackIsExactAndPayloadsSum) {
   const LayerParams params{.ratio = 0.05, .seed = 9};
   RandomKCompressor randomK;
   // Integer-valued inputs: every sum below is exact in float32, whatever the order.
-  const at::Tensor a = at::round(normal(numel, 4) * 100.0f);
-  const at::Tensor b = at::round(normal(numel, 5) * 100.0f);
+  const at::Tensor a = at::round(gaussian(numel, 4) * 100.0f);
+  const at::Tensor b = at::round(gaussian(numel, 5) * 100.0f);
   at::Tensor ra = at::zeros({numel}, at::kFloat);
   at::Tensor rb = at::zeros({numel}, at::kFloat);
   Payload pa;
@@ -154,7 +149,7 @@ TEST(RandomKCompressorTest, ScaledIsUnbiased) {
   // variance is 9 x_i^2; the mean of N draws has standard deviation 3 |x_i| / sqrt(N).
   const int64_t numel = 40;
   const int draws = 20000;
-  const at::Tensor x = normal(numel, 11);
+  const at::Tensor x = gaussian(numel, 11);
   RandomKCompressor randomK(RandomKOptions{.scale = true});
   at::Tensor sum = at::zeros({numel}, at::kFloat);
   Payload payload;
@@ -181,7 +176,7 @@ TEST(RandomKCompressorTest, ScaledIsUnbiased) {
 TEST(RandomKCompressorTest, UnscaledExpectedErrorIsOneMinusKOverDOfTheNorm) {
   const int64_t numel = 100;
   const int draws = 4000;
-  const at::Tensor x = normal(numel, 12);
+  const at::Tensor x = gaussian(numel, 12);
   const double norm = x.pow(2).sum().item<double>();
   RandomKCompressor randomK;
   double error = 0;
@@ -199,7 +194,7 @@ TEST(RandomKCompressorTest, UnscaledExpectedErrorIsOneMinusKOverDOfTheNorm) {
 
 TEST(RandomKCompressorTest, HalfValues) {
   const int64_t numel = 999;
-  const at::Tensor x = normal(numel, 13) * 1e4f;
+  const at::Tensor x = gaussian(numel, 13) * 1e4f;
   RandomKCompressor randomK(RandomKOptions{.scale = true, .fp16Values = true});
   const LayerParams params{.ratio = 0.1, .seed = 3};
   at::Tensor residual = x.clone();

@@ -13,16 +13,15 @@
 #include <vector>
 
 #include "base/error.h"
+#include "tests/compressors/test_tensors.h"
 #include "tests/testing/error_message.h"
 
 namespace thinwire::compressors {
 namespace {
 
-using testing::errorMessageOf;
+using test::contains;
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using testing::errorMessageOf;
 
 at::Tensor standardNormal(int64_t numel, uint64_t seed) {
   auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);

@@ -10,19 +10,13 @@
 #include <vector>
 
 #include "base/error.h"
+#include "tests/compressors/test_tensors.h"
 
 namespace thinwire::compressors {
 namespace {
 
-at::Tensor gaussian(int64_t numel, uint64_t seed) {
-  at::Generator generator = at::detail::createCPUGenerator(seed);
-  return at::randn({numel}, generator);
-}
-
-std::vector<float> toVector(const at::Tensor& tensor) {
-  const at::Tensor flat = tensor.contiguous();
-  return std::vector<float>(flat.data_ptr<float>(), flat.data_ptr<float>() + flat.numel());
-}
+using test::gaussian;
+using test::toVector;
 
 // Plain reference of the scaled sign: per chunk scale in double, decode = scale * (p >= 0 ? 1 :
 // -1), bits LSB-first.

@@ -14,25 +14,20 @@
 #include <vector>
 
 #include "base/error.h"
+#include "tests/compressors/test_tensors.h"
 #include "tests/testing/error_message.h"
 
 namespace thinwire::compressors {
 namespace {
 
+using test::contains;
+using test::gaussian;
+
 using testing::errorMessageOf;
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-at::Tensor normal(int64_t numel, uint64_t seed) {
-  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return at::randn({numel}, generator, at::TensorOptions(at::kFloat));
-}
 
 // Normal values rounded to quarters: many exact ties in magnitude.
 at::Tensor coarse(int64_t numel, uint64_t seed) {
-  return at::round(normal(numel, seed) * 4.0f) / 4.0f;
+  return at::round(gaussian(numel, seed) * 4.0f) / 4.0f;
 }
 
 bool sameBits(float a, float b) {
@@ -145,7 +140,7 @@ TEST(TopKCompressorTest, KeepsLargestMagnitudesLowestIndexFirstOnTies) {
 }
 
 TEST(TopKCompressorTest, WithoutAddendSelectsFromTheResidual) {
-  for (int64_t numel : {1, 7, 1000}) expectExactTopK(normal(numel, 3), at::Tensor(), 1.0f, 0.1);
+  for (int64_t numel : {1, 7, 1000}) expectExactTopK(gaussian(numel, 3), at::Tensor(), 1.0f, 0.1);
 }
 
 TEST(TopKCompressorTest, CrowdedBinsAndAllEqualMagnitudes) {
@@ -175,7 +170,7 @@ TEST(TopKCompressorTest, CrowdedBinsAndAllEqualMagnitudes) {
 }
 
 TEST(TopKCompressorTest, NaNIsSelectedOnlyWhenEverythingElseIsTaken) {
-  at::Tensor x = normal(1000, 5);
+  at::Tensor x = gaussian(1000, 5);
   x.narrow(0, 100, 50).fill_(std::numeric_limits<float>::quiet_NaN());
   expectExactTopK(x, at::Tensor(), 1.0f, 0.1);
   // 950 numbers, k = 980: every number and the 30 lowest-index NaNs.
@@ -197,7 +192,7 @@ TEST(TopKCompressorTest, NaNIsSelectedOnlyWhenEverythingElseIsTaken) {
 TEST(TopKCompressorTest, SameResultOnOneAndTwoThreads) {
   const int64_t numel = int64_t{1} << 20;
   const at::Tensor e = coarse(numel, 21);
-  const at::Tensor g = normal(numel, 22);
+  const at::Tensor g = gaussian(numel, 22);
   const int previous = at::get_num_threads();
   std::vector<at::Tensor> payloads;
   std::vector<at::Tensor> residuals;
@@ -221,8 +216,8 @@ TEST(TopKCompressorTest, SameResultOnOneAndTwoThreads) {
 TEST(TopKCompressorTest, ErrorFeedbackInvariantIsBitExact) {
   for (bool fp16 : {false, true}) {
     for (int64_t numel : {1, 7, 1000, 100001}) {
-      const at::Tensor e = normal(numel, 31) * 100.0f;
-      const at::Tensor g = normal(numel, 32) * 1e5f;  // some beyond the float16 range
+      const at::Tensor e = gaussian(numel, 31) * 100.0f;
+      const at::Tensor g = gaussian(numel, 32) * 1e5f;  // some beyond the float16 range
       TopKCompressor topk(TopKOptions{.fp16Values = fp16});
       at::Tensor residual = e.clone();
       Payload payload;
@@ -242,8 +237,8 @@ TEST(TopKCompressorTest, ErrorFeedbackInvariantIsBitExact) {
 }
 
 TEST(TopKCompressorTest, FullRatioIsTheIdentity) {
-  const at::Tensor e = normal(777, 41);
-  const at::Tensor g = normal(777, 42);
+  const at::Tensor e = gaussian(777, 41);
+  const at::Tensor g = gaussian(777, 42);
   TopKCompressor topk;
   at::Tensor residual = e.clone();
   Payload payload;
@@ -413,8 +408,8 @@ int64_t expectValidSampled(const at::Tensor& e,
 // Student-t with `df` degrees of freedom: normal / sqrt(chi2(df) / df).
 at::Tensor studentT(int64_t numel, int df, uint64_t seed) {
   at::Tensor chi2 = at::zeros({numel}, at::kFloat);
-  for (int d = 0; d < df; ++d) chi2 += normal(numel, seed * 100 + d + 1).pow(2);
-  return normal(numel, seed * 100) / (chi2 / static_cast<float>(df)).sqrt();
+  for (int d = 0; d < df; ++d) chi2 += gaussian(numel, seed * 100 + d + 1).pow(2);
+  return gaussian(numel, seed * 100) / (chi2 / static_cast<float>(df)).sqrt();
 }
 
 TEST(TopKCompressorSampledTest, CountWithinBoundsOnGaussianAndHeavyTailedInputs) {
@@ -422,12 +417,12 @@ TEST(TopKCompressorSampledTest, CountWithinBoundsOnGaussianAndHeavyTailedInputs)
   const double ratio = 0.01;
   const int64_t k = expectedK(numel, ratio);
   const std::vector<std::pair<std::string, at::Tensor>> inputs = {
-      {"gaussian", normal(numel, 51)},
+      {"gaussian", gaussian(numel, 51)},
       {"student-t(3)", studentT(numel, 3, 52)},
-      {"cauchy", normal(numel, 53) / normal(numel, 54)}};
+      {"cauchy", gaussian(numel, 53) / gaussian(numel, 54)}};
   for (const auto& [name, gradient] : inputs) {
     for (uint64_t seed : {1, 2, 3}) {
-      const at::Tensor e = 0.1f * normal(numel, 60 + seed);
+      const at::Tensor e = 0.1f * gaussian(numel, 60 + seed);
       const int64_t count =
           expectValidSampled(e, gradient, TopKOptions{.sampled = true}, ratio, seed);
       EXPECT_GE(count, 0.8 * k) << name << " seed " << seed;
@@ -455,7 +450,7 @@ TEST(TopKCompressorSampledTest, SmallInputsAndFullAdaptationMatchExactTopK) {
   for (const auto& [numel, options] : cases) {
     for (uint64_t seed : {1, 2, 3, 4}) {
       const at::Tensor e = coarse(numel, seed);
-      const at::Tensor g = normal(numel, seed + 10);
+      const at::Tensor g = gaussian(numel, seed + 10);
       for (double ratio : {0.01, 0.3}) {
         Payload sampled;
         expectValidSampled(e, g, options, ratio, seed, &sampled);
@@ -471,7 +466,7 @@ TEST(TopKCompressorSampledTest, SmallInputsAndFullAdaptationMatchExactTopK) {
 
 TEST(TopKCompressorSampledTest, DeterministicInTheSeedAndTheThreadCount) {
   const int64_t numel = int64_t{1} << 20;
-  const at::Tensor e = normal(numel, 71);
+  const at::Tensor e = gaussian(numel, 71);
   const at::Tensor g = studentT(numel, 3, 72);
   const int previous = at::get_num_threads();
   std::vector<at::Tensor> payloads;
@@ -491,7 +486,7 @@ TEST(TopKCompressorSampledTest, DeterministicInTheSeedAndTheThreadCount) {
 TEST(TopKCompressorSampledTest, ErrorFeedbackInvariantIsBitExact) {
   for (bool fp16 : {false, true}) {
     const int64_t numel = 300007;
-    const at::Tensor e = normal(numel, 81) * 100.0f;
+    const at::Tensor e = gaussian(numel, 81) * 100.0f;
     const at::Tensor g = studentT(numel, 2, 82) * 1e3f;
     TopKCompressor topk(TopKOptions{.sampled = true, .fp16Values = fp16});
     at::Tensor residual = e.clone();
@@ -539,7 +534,7 @@ TEST(TopKCompressorSampledTest, ReusedInstanceMatchesFreshOnesAcrossSizes) {
   TopKCompressor reused(TopKOptions{.sampled = true});
   uint64_t seed = 100;
   for (int64_t numel : {300001, 1000, 17, 65537, 300001}) {
-    const at::Tensor e = normal(numel, ++seed);
+    const at::Tensor e = gaussian(numel, ++seed);
     const at::Tensor g = studentT(numel, 3, ++seed);
     const LayerParams params{.ratio = 0.01, .rankSeed = seed};
     Payload fresh;
@@ -561,7 +556,7 @@ TEST(TopKCompressorSampledTest, ZerosAndNaNAreNeverSent) {
   at::Tensor out = at::zeros({10000}, at::kFloat);
   topk.decompressAdd(payload, out, 1.0f, LayerParams{.ratio = 0.01});
 
-  at::Tensor x = normal(10000, 91);
+  at::Tensor x = gaussian(10000, 91);
   x.narrow(0, 0, 5000).fill_(std::numeric_limits<float>::quiet_NaN());
   const int64_t count =
       expectValidSampled(x, at::zeros({10000}), TopKOptions{.sampled = true}, 0.01, 1);
