@@ -1,5 +1,8 @@
 #include "compressors/aggregator.h"
 
+#include <ATen/ATen.h>
+
+#include <algorithm>
 #include <limits>
 
 #include "base/error.h"
@@ -69,6 +72,17 @@ std::unique_ptr<Aggregator> makeAggregator(AggregatorKind kind) {
       return std::make_unique<TwoPhaseAggregator>();
   }
   TW_THROW(InvalidArgument, "unknown aggregator kind ", static_cast<int>(kind));
+}
+
+std::vector<int64_t> allgatherSizes(const std::vector<int64_t>& mine,
+                                    comm::Communicator& comm,
+                                    std::chrono::milliseconds timeout) {
+  const auto count = static_cast<int64_t>(mine.size());
+  at::Tensor local = at::empty({count}, at::kLong);
+  std::copy(mine.begin(), mine.end(), local.data_ptr<int64_t>());
+  at::Tensor all = at::empty({count * comm.worldSize()}, at::kLong);
+  comm.allgather(local, all)->wait(timeout);
+  return std::vector<int64_t>(all.data_ptr<int64_t>(), all.data_ptr<int64_t>() + all.numel());
 }
 
 AggregatorKind parseAggregatorKind(const std::string& name) {

@@ -78,6 +78,14 @@ class Aggregator {
 
 std::unique_ptr<Aggregator> makeAggregator(AggregatorKind kind);
 
+// Blocking, collective: every rank contributes `mine` (the same number of values on every rank);
+// returns worldSize * mine.size() values, rank r's at offset r * mine.size(). The aggregators use
+// it to agree on payload sizes that depend on the data before a variable-size collective. Waits
+// at most `timeout`; rethrows the communicator's CommError/TimeoutError.
+std::vector<int64_t> allgatherSizes(const std::vector<int64_t>& mine,
+                                    comm::Communicator& comm,
+                                    std::chrono::milliseconds timeout);
+
 // Parses "allreduce" | "allgather" | "two_phase".
 AggregatorKind parseAggregatorKind(const std::string& name);
 std::string toString(AggregatorKind kind);

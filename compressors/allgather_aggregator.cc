@@ -71,16 +71,14 @@ void AllgatherAggregator::run(std::vector<AggregationTask>& tasks,
 
   if (!exchanged.empty()) {
     const auto exchangedCount = static_cast<int64_t>(exchanged.size());
-    at::Tensor mine = at::empty({exchangedCount}, at::kLong);
+    std::vector<int64_t> mine;
     for (int64_t i = 0; i < exchangedCount; ++i) {
-      mine.data_ptr<int64_t>()[i] = tasks[exchanged[i]].payload.wireBytes();
+      mine.push_back(tasks[exchanged[i]].payload.wireBytes());
     }
-    at::Tensor all = at::empty({exchangedCount * worldSize}, at::kLong);
-    comm.allgather(mine, all)->wait(timeout);
+    const std::vector<int64_t> all = allgatherSizes(mine, comm, timeout);
     for (int rank = 0; rank < worldSize; ++rank) {
       for (int64_t i = 0; i < exchangedCount; ++i) {
-        counts[rank * taskCount + exchanged[i]] =
-            all.data_ptr<int64_t>()[rank * exchangedCount + i];
+        counts[rank * taskCount + exchanged[i]] = all[rank * exchangedCount + i];
       }
     }
   }

@@ -233,16 +233,14 @@ void TwoPhaseAggregator::run(std::vector<AggregationTask>& tasks,
     }
   }
   if (exchangedCount > 0) {
-    at::Tensor mine = at::empty({exchangedCount}, at::kLong);
+    std::vector<int64_t> mine;
     for (int64_t i = 0; i < exchangedCount; ++i) {
-      mine.data_ptr<int64_t>()[i] = serverPayloads_[exchanged[i]].wireBytes();
+      mine.push_back(serverPayloads_[exchanged[i]].wireBytes());
     }
-    at::Tensor all = at::empty({exchangedCount * worldSize}, at::kLong);
-    comm.allgather(mine, all)->wait(timeout);
+    const std::vector<int64_t> all = allgatherSizes(mine, comm, timeout);
     for (int source = 0; source < worldSize; ++source) {
       for (int64_t i = 0; i < exchangedCount; ++i) {
-        gatheredBytes[source * taskCount + exchanged[i]] =
-            all.data_ptr<int64_t>()[source * exchangedCount + i];
+        gatheredBytes[source * taskCount + exchanged[i]] = all[source * exchangedCount + i];
       }
     }
   }
