@@ -21,13 +21,6 @@
 namespace thinwire::compressors {
 namespace {
 
-void checkFloatTensor(const at::Tensor& tensor, const char* what) {
-  TW_CHECK(tensor.defined(), "cast: ", what, " is undefined");
-  TW_CHECK(tensor.scalar_type() == at::kFloat && tensor.is_contiguous() && tensor.is_cpu(),
-           "cast: ", what, " must be a contiguous float32 CPU tensor, got ", tensor.toString(),
-           tensor.is_contiguous() ? "" : " (non-contiguous)");
-}
-
 // p = r + s * a (a may be null), q = T(p) rounded to nearest even, r = p - float(q), over
 // [begin, end). The portable path: c10's conversions.
 template <typename T>
@@ -135,10 +128,10 @@ void CastCompressor::compress(at::Tensor& residual,
                               float addendScale,
                               Payload& out,
                               const LayerParams& /*params*/) {
-  checkFloatTensor(residual, "residual");
+  checkFlatFloat(residual, "cast", "residual");
   const int64_t numel = residual.numel();
   if (addend.defined()) {
-    checkFloatTensor(addend, "addend");
+    checkFlatFloat(addend, "cast", "addend");
     TW_CHECK(addend.numel() == numel, "cast: addend has ", addend.numel(), " elements, residual ",
              numel);
   }
@@ -162,7 +155,7 @@ void CastCompressor::decompressAdd(const Payload& payload,
                                    at::Tensor& out,
                                    float alpha,
                                    const LayerParams& /*params*/) const {
-  checkFloatTensor(out, "out");
+  checkFlatFloat(out, "cast", "out");
   TW_CHECK(out.numel() == payload.numel, "cast: out has ", out.numel(), " elements, payload ",
            payload.numel);
   if (payload.numel == 0) return;

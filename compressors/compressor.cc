@@ -10,6 +10,13 @@
 
 namespace thinwire::compressors {
 
+void checkFlatFloat(const at::Tensor& tensor, const char* owner, const char* what) {
+  TW_CHECK(tensor.defined(), owner, ": ", what, " is undefined");
+  TW_CHECK(tensor.scalar_type() == at::kFloat && tensor.is_contiguous() && tensor.is_cpu(), owner,
+           ": ", what, " must be a contiguous float32 CPU tensor, got ", tensor.toString(),
+           tensor.is_contiguous() ? "" : " (non-contiguous)");
+}
+
 std::unique_ptr<Compressor> makeCompressor(const CompressorOptions& options) {
   switch (options.kind) {
     case CompressorKind::kIdentity:

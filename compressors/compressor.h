@@ -112,6 +112,11 @@ class Compressor {
   virtual double deltaHint(int64_t numel, const LayerParams& params) const = 0;
 };
 
+// Throws InvalidArgument ("<owner>: <what> must be a contiguous float32 CPU tensor, got ...")
+// unless `tensor` is defined, float32, contiguous and on the CPU: the check every compressor makes
+// on its residual, addend and output arguments.
+void checkFlatFloat(const at::Tensor& tensor, const char* owner, const char* what);
+
 struct CompressorOptions {
   CompressorKind kind = CompressorKind::kIdentity;
   // top-k

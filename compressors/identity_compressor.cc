@@ -5,26 +5,16 @@
 #include "base/error.h"
 
 namespace thinwire::compressors {
-namespace {
-
-void checkFloatTensor(const at::Tensor& tensor, const char* what) {
-  TW_CHECK(tensor.defined(), "identity: ", what, " is undefined");
-  TW_CHECK(tensor.scalar_type() == at::kFloat && tensor.is_contiguous() && tensor.is_cpu(),
-           "identity: ", what, " must be a contiguous float32 CPU tensor, got ", tensor.toString(),
-           tensor.is_contiguous() ? "" : " (non-contiguous)");
-}
-
-}  // namespace
 
 void IdentityCompressor::compress(at::Tensor& residual,
                                   const at::Tensor& addend,
                                   float addendScale,
                                   Payload& out,
                                   const LayerParams& /*params*/) {
-  checkFloatTensor(residual, "residual");
+  checkFlatFloat(residual, "identity", "residual");
   const int64_t numel = residual.numel();
   if (addend.defined()) {
-    checkFloatTensor(addend, "addend");
+    checkFlatFloat(addend, "identity", "addend");
     TW_CHECK(addend.numel() == numel, "identity: addend has ", addend.numel(),
              " elements, residual ", numel);
   }
@@ -55,7 +45,7 @@ void IdentityCompressor::decompressAdd(const Payload& payload,
                                        at::Tensor& out,
                                        float alpha,
                                        const LayerParams& /*params*/) const {
-  checkFloatTensor(out, "out");
+  checkFlatFloat(out, "identity", "out");
   TW_CHECK(out.numel() == payload.numel, "identity: out has ", out.numel(), " elements, payload ",
            payload.numel);
   if (payload.numel == 0) return;

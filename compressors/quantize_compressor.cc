@@ -24,13 +24,6 @@ constexpr int64_t kParallelGrain = 1 << 15;
 // Elements whose levels are computed before their codes are written.
 constexpr int64_t kSubBlock = 256;
 
-void checkFloatTensor(const at::Tensor& tensor, const char* what) {
-  TW_CHECK(tensor.defined(), "quantize: ", what, " is undefined");
-  TW_CHECK(tensor.scalar_type() == at::kFloat && tensor.is_contiguous() && tensor.is_cpu(),
-           "quantize: ", what, " must be a contiguous float32 CPU tensor, got ", tensor.toString(),
-           tensor.is_contiguous() ? "" : " (non-contiguous)");
-}
-
 int checkedBits(const LayerParams& params) {
   TW_CHECK(params.bits >= kMinBits && params.bits <= kMaxBits, "quantize: bits must be in [",
            kMinBits, ", ", kMaxBits, "], got ", params.bits);
@@ -252,10 +245,10 @@ void QuantizeCompressor::compress(at::Tensor& residual,
                                   Payload& out,
                                   const LayerParams& params) {
   const int bits = checkedBits(params);
-  checkFloatTensor(residual, "residual");
+  checkFlatFloat(residual, "quantize", "residual");
   const int64_t numel = residual.numel();
   if (addend.defined()) {
-    checkFloatTensor(addend, "addend");
+    checkFlatFloat(addend, "quantize", "addend");
     TW_CHECK(addend.numel() == numel, "quantize: addend has ", addend.numel(),
              " elements, residual ", numel);
   }
@@ -324,7 +317,7 @@ void QuantizeCompressor::decompressAdd(const Payload& payload,
                                        float alpha,
                                        const LayerParams& params) const {
   const int bits = checkedBits(params);
-  checkFloatTensor(out, "out");
+  checkFlatFloat(out, "quantize", "out");
   const int64_t numel = out.numel();
   TW_CHECK(payload.numel == numel, "quantize: out has ", numel, " elements, payload ",
            payload.numel);

@@ -25,13 +25,6 @@ constexpr int64_t kBlock = 4096;
 constexpr int64_t kParallelGrain = 1 << 15;
 constexpr int kLanes = 8;
 
-void checkFloatTensor(const at::Tensor& tensor, const char* what) {
-  TW_CHECK(tensor.defined(), "sign: ", what, " is undefined");
-  TW_CHECK(tensor.scalar_type() == at::kFloat && tensor.is_contiguous() && tensor.is_cpu(),
-           "sign: ", what, " must be a contiguous float32 CPU tensor, got ", tensor.toString(),
-           tensor.is_contiguous() ? "" : " (non-contiguous)");
-}
-
 // Pass 1 over [0, n): r = r + s * a (a may be null: r unchanged) and returns sum |r| (kSquare
 // false) or sum r^2. The order of additions is fixed by n alone, so the result does not depend
 // on threads.
@@ -172,10 +165,10 @@ void SignCompressor::compress(at::Tensor& residual,
                               float addendScale,
                               Payload& out,
                               const LayerParams& params) {
-  checkFloatTensor(residual, "residual");
+  checkFlatFloat(residual, "sign", "residual");
   const int64_t numel = residual.numel();
   if (addend.defined()) {
-    checkFloatTensor(addend, "addend");
+    checkFlatFloat(addend, "sign", "addend");
     TW_CHECK(addend.numel() == numel, "sign: addend has ", addend.numel(), " elements, residual ",
              numel);
   }
@@ -241,7 +234,7 @@ void SignCompressor::decompressAdd(const Payload& payload,
                                    at::Tensor& out,
                                    float alpha,
                                    const LayerParams& params) const {
-  checkFloatTensor(out, "out");
+  checkFlatFloat(out, "sign", "out");
   const int64_t numel = out.numel();
   TW_CHECK(payload.numel == numel, "sign: out has ", numel, " elements, payload ", payload.numel);
   if (numel == 0) return;
