@@ -19,8 +19,12 @@
 //
 // Ownership: the engine owns compressors, feedback and aggregator state; it borrows the
 // communicator, which must outlive it.
-// Threading: sync() issues collectives; call it from one thread at a time (GradSync's sync
-// thread). Stats and state are read between steps.
+// Threading: sync() is encode() then exchange(). encode() (feedback and compression, no
+// collectives) and exchange() (collectives, decode) may run on two threads, so one bucket's
+// encoding overlaps the previous bucket's transfer, as long as each bucket's encode() finishes
+// before its exchange() starts, encode() calls come in bucket order from one thread, and
+// exchange() calls in bucket order from one thread (Note [Encode and exchange]). Stats and state
+// are read between steps.
 //
 // Example:
 //   CompressionEngine engine(layers, comm, options);           // one LayerMethod per layer
@@ -110,18 +114,30 @@ class CompressionEngine {
             const std::vector<at::Tensor>& grads,
             const at::Tensor& flat,
             const StepInfo& step);
+  // The two halves of sync(), same arguments. encode() runs the feedback policy and the
+  // compressor of the bucket's compressed layers into their payloads and touches no
+  // communicator; exchange() then averages the dense layers, runs the aggregators and PowerSGD
+  // and decodes. exchange() throws InvalidArgument for a compressed layer encode() did not
+  // prepare for this step.
+  void encode(const std::vector<size_t>& layers,
+              const std::vector<at::Tensor>& grads,
+              const StepInfo& step);
+  void exchange(const std::vector<size_t>& layers,
+                const std::vector<at::Tensor>& grads,
+                const at::Tensor& flat,
+                const StepInfo& step);
 
   const std::vector<LayerSpec>& layers() const { return layers_; }
   const std::vector<LayerStats>& layerStats() const { return stats_; }
   // Wire bytes this rank sent since construction, over all layers.
   int64_t bytesSent() const;
   // Payload bytes this rank handed to the communicator since construction (compressed sizes).
-  int64_t payloadBytes() const { return payloadBytes_; }
+  int64_t payloadBytes() const { return encodedBytes_ + exchangedBytes_; }
   // Bytes an uncompressed float32 ring allreduce of the same layers would have sent.
   int64_t denseEquivalentBytes() const { return denseEquivalentBytes_; }
   // Seconds spent encoding (feedback + compression) and decoding on this rank since
   // construction, collectives excluded.
-  double codecSeconds() const { return codecSeconds_; }
+  double codecSeconds() const { return encodeSeconds_ + decodeSeconds_; }
 
   // One line per route with the layers using it, for the trainer's start-up log.
   std::string describe() const;
@@ -133,6 +149,7 @@ class CompressionEngine {
 
  private:
   struct Layer;
+  void checkBucket(const std::vector<size_t>& layers, const std::vector<at::Tensor>& grads) const;
   void syncDense(const std::vector<size_t>& layers,
                  const std::vector<at::Tensor>& grads,
                  const at::Tensor& flat);
@@ -146,9 +163,14 @@ class CompressionEngine {
   std::vector<std::unique_ptr<Aggregator>> aggregators_;  // indexed by AggregatorKind
   std::unique_ptr<PowerSgd> powerSgd_;
   std::vector<LayerStats> stats_;
-  int64_t payloadBytes_ = 0;
-  int64_t denseEquivalentBytes_ = 0;
-  double codecSeconds_ = 0;
+  // Each counter has one writer: encode() or exchange() (see Threading above).
+  int64_t encodedBytes_ = 0;          // compressed payloads (encode)
+  int64_t exchangedBytes_ = 0;        // dense and PowerSGD layers (exchange)
+  int64_t denseEquivalentBytes_ = 0;  // encode
+  double encodeSeconds_ = 0;
+  double decodeSeconds_ = 0;
+  std::unique_ptr<Compressor> riderIdentity_;  // dense layers riding a compressed collective
+  std::unique_ptr<Compressor> riderChunked_;   // the same, cut per destination (two-phase)
   at::Tensor denseScratch_;
   at::Tensor errorScratch_;
 };

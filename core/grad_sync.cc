@@ -39,6 +39,8 @@ GradSync::GradSync(std::vector<optim::NamedParameter> parameters,
     buckets_[b].flat = at::zeros({sizes[b] / 4}, at::kFloat);
   }
   if (options_.engine != nullptr && options_.enabled) {
+    encodeQueue_ = std::make_unique<comm::OpQueue>(
+        comm::OpQueueOptions{.name = "gradient encode", .errorRank = comm_.rank()});
     syncQueue_ = std::make_unique<comm::OpQueue>(
         comm::OpQueueOptions{.name = "gradient sync", .errorRank = comm_.rank()});
   }
@@ -139,10 +141,18 @@ void GradSync::launch(Bucket& bucket) {
   std::vector<size_t> layers = bucket.parameters;
   at::Tensor flat = bucket.flat;
   const compressors::StepInfo step = step_;
+  const std::string tensors = std::to_string(layers.size()) + " tensors";
+  std::shared_ptr<comm::Work> encoded =
+      encodeQueue_->submit("gradient encode of " + tensors,
+                           [engine, layers, grads, step] { engine->encode(layers, grads, step); });
+  // The exchange waits for its encode; that wait is bounded like a collective, and an encode
+  // that failed rethrows here, so the bucket's Work carries the error to finish().
+  const std::chrono::milliseconds timeout = options_.timeout;
   bucket.work = syncQueue_->submit(
-      "compressed gradient sync of " + std::to_string(layers.size()) + " tensors",
-      [engine, layers = std::move(layers), grads = std::move(grads), flat, step] {
-        engine->sync(layers, grads, flat, step);
+      "compressed gradient sync of " + tensors,
+      [engine, layers = std::move(layers), grads = std::move(grads), flat, step, encoded, timeout] {
+        encoded->wait(timeout);
+        engine->exchange(layers, grads, flat, step);
       });
 }
 

@@ -108,18 +108,21 @@ class GradSync {
   std::vector<unsigned> hookHandles_;
   size_t nextLaunch_ = 0;
   compressors::StepInfo step_;
-  std::unique_ptr<comm::OpQueue> syncQueue_;  // runs the engine's bucket syncs in order
+  std::unique_ptr<comm::OpQueue> encodeQueue_;  // runs the engine's bucket encodes in order
+  std::unique_ptr<comm::OpQueue> syncQueue_;    // runs the engine's bucket exchanges in order
   bool armed_ = false;
   bool inFlight_ = false;
   GradSyncStats stats_;
 };
 
 // Note [Compressed buckets]
-// With an engine, a complete bucket is handed to a sync thread (an OpQueue) that compresses its
-// layers, runs the aggregators' collectives and decodes, in bucket order; the trainer thread
-// keeps running backward meanwhile. Only the sync thread issues collectives between prepare()
-// and finish(), and finish() waits for it before the trainer issues any, so the communicator
-// still sees one issuing thread at a time in lock-step order.
+// With an engine, a complete bucket is handed to two threads (OpQueues): the encode thread
+// compresses its layers (CompressionEngine::encode), then the sync thread runs the aggregators'
+// collectives and decodes (CompressionEngine::exchange), each in bucket order, so one bucket is
+// compressed while the one before it is on the wire (Note [Encode and exchange]); the trainer
+// thread keeps running backward meanwhile. Only the sync thread issues collectives between
+// prepare() and finish(), and finish() waits for it before the trainer issues any, so the
+// communicator still sees one issuing thread at a time in lock-step order.
 
 // Note [Bucket order]
 // Every rank must issue the same allreduces in the same order. Buckets are launched strictly in

@@ -6,9 +6,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <thread>
 #include <vector>
 
+#include "base/error.h"
 #include "comm/local/local_communicator.h"
+#include "compressors/chunked_compressor.h"
 #include "tests/testing/local_ranks.h"
 
 namespace thinwire::compressors {
@@ -102,7 +105,10 @@ TEST(CompressionEngineTest, DenseRouteAveragesExactlyAndCountsRingBytes) {
                                      ? 64
                                      : engine.layers()[l].shape[0] * engine.layers()[l].shape[1]));
     }
-    engine.sync({0, 1, 2}, grads, at::Tensor(), {.step = 0, .lr = 0.1, .worldSize = ranks});
+    // The dense layer in a bucket of its own: a float32 ring allreduce.
+    engine.sync({1}, {grads[1]}, at::Tensor(), {.step = 0, .lr = 0.1, .worldSize = ranks});
+    engine.sync({0, 2}, {grads[0], grads[2]}, at::Tensor(),
+                {.step = 0, .lr = 0.1, .worldSize = ranks});
     at::Tensor expected = at::zeros({64});
     for (int r = 0; r < ranks; ++r) expected += gradientOf(r, 1, 0, 64);
     EXPECT_TRUE(at::allclose(grads[1], expected / ranks, 1e-6, 1e-6));
@@ -123,6 +129,43 @@ TEST(CompressionEngineTest, DenseRouteAveragesExactlyAndCountsRingBytes) {
   });
 }
 
+// Dense layers sharing a bucket with one compressed group travel in its collective
+// (Note [Dense riders]): the result is still the exact average, identical on every rank.
+TEST(CompressionEngineTest, DenseLayersRideTheCompressedCollectiveAndStayExact) {
+  for (AggregatorKind kind : {AggregatorKind::kAllgather, AggregatorKind::kTwoPhase}) {
+    const int ranks = 3;
+    CompressionEngineOptions options = topkOptions(0);
+    options.layers[0].aggregator = kind;
+    options.layers[2].aggregator = kind;
+    auto world = comm::makeLocalWorld(ranks);
+    std::vector<at::Tensor> dense(ranks);
+    std::vector<int64_t> denseBytes(ranks);
+    runOnEveryRank(world, [&](comm::Communicator& comm) {
+      CompressionEngine engine(threeLayers(), comm, options);
+      std::vector<at::Tensor> grads = {gradientOf(comm.rank(), 0, 0, 64 * 96),
+                                       gradientOf(comm.rank(), 1, 0, 64),
+                                       gradientOf(comm.rank(), 2, 0, 32 * 64)};
+      engine.sync({0, 1, 2}, grads, at::Tensor(), {.step = 0, .lr = 0.1, .worldSize = ranks});
+      dense[comm.rank()] = grads[1];
+      denseBytes[comm.rank()] = engine.layerStats()[1].bytesSent;
+    });
+    at::Tensor expected = at::zeros({64});
+    for (int r = 0; r < ranks; ++r) expected += gradientOf(r, 1, 0, 64);
+    expected /= ranks;
+    for (int r = 0; r < ranks; ++r) {
+      EXPECT_TRUE(at::allclose(dense[r], expected, 1e-6, 1e-7)) << toString(kind) << " rank " << r;
+      EXPECT_TRUE(at::equal(dense[r], dense[0])) << toString(kind) << " rank " << r;
+    }
+    // Allgather: every rank's 64 floats go to the n-1 others. Two-phase: rank 0 sends the
+    // chunks it does not own to their owners, then its averaged chunk to the n-1 others.
+    const int64_t own = ChunkedCompressor::chunkRange(64, ranks, 1, 0).length;
+    const int64_t expectedBytes = kind == AggregatorKind::kAllgather
+                                      ? (ranks - 1) * 64 * 4
+                                      : (64 - own) * 4 + (ranks - 1) * own * 4;
+    EXPECT_EQ(denseBytes[0], expectedBytes) << toString(kind);
+  }
+}
+
 TEST(CompressionEngineTest, StateRoundTripContinuesBitForBit) {
   const int ranks = 3;
   CompressionEngineOptions options = topkOptions(0);
@@ -141,6 +184,78 @@ TEST(CompressionEngineTest, StateRoundTripContinuesBitForBit) {
   // Without the state the continuation differs (the residuals matter).
   const auto fresh = runEngine(ranks, options, 3, nullptr, nullptr, /*firstStep=*/3);
   EXPECT_FALSE(at::equal(fresh[0][0], uninterrupted[3][0]));
+}
+
+// Two buckets per step, {w1, b0} then {w0}, synchronised either by sync() per bucket or as the
+// trainer's GradSync does it: bucket 2's encode() on a second thread while bucket 1's
+// exchange() runs. Returns rank 0's outputs per step and layer.
+std::vector<std::vector<at::Tensor>> runTwoBuckets(int ranks,
+                                                   const CompressionEngineOptions& options,
+                                                   int64_t steps,
+                                                   bool split) {
+  auto world = comm::makeLocalWorld(ranks);
+  std::vector<std::vector<at::Tensor>> outputs(static_cast<size_t>(steps));
+  runOnEveryRank(world, [&](comm::Communicator& comm) {
+    CompressionEngine engine(threeLayers(), comm, options);
+    const std::vector<std::vector<size_t>> buckets = {{2, 1}, {0}};
+    for (int64_t s = 0; s < steps; ++s) {
+      const StepInfo step{.step = s, .lr = 0.1, .worldSize = comm.worldSize()};
+      std::vector<at::Tensor> all(3);
+      std::vector<std::vector<at::Tensor>> grads(2);
+      for (size_t b = 0; b < 2; ++b) {
+        for (size_t l : buckets[b]) {
+          int64_t numel = 1;
+          for (int64_t d : engine.layers()[l].shape) numel *= d;
+          all[l] = gradientOf(comm.rank(), l, s, numel);
+          grads[b].push_back(all[l]);
+        }
+      }
+      if (split) {
+        engine.encode(buckets[0], grads[0], step);
+        std::thread encoder([&] { engine.encode(buckets[1], grads[1], step); });
+        engine.exchange(buckets[0], grads[0], at::Tensor(), step);
+        encoder.join();
+        engine.exchange(buckets[1], grads[1], at::Tensor(), step);
+      } else {
+        for (size_t b = 0; b < 2; ++b) engine.sync(buckets[b], grads[b], at::Tensor(), step);
+      }
+      if (comm.rank() == 0) outputs[static_cast<size_t>(s)] = all;
+    }
+  });
+  return outputs;
+}
+
+TEST(CompressionEngineTest, EncodeOnAnotherThreadThenExchangeEqualsSyncBitForBit) {
+  CompressionEngineOptions options = topkOptions(/*startStep=*/1);
+  options.layers[0].aggregator = AggregatorKind::kTwoPhase;
+  const auto together = runTwoBuckets(3, options, 4, /*split=*/false);
+  const auto split = runTwoBuckets(3, options, 4, /*split=*/true);
+  for (size_t s = 0; s < together.size(); ++s) {
+    for (size_t l = 0; l < 3; ++l) {
+      EXPECT_TRUE(at::equal(split[s][l], together[s][l])) << "step " << s << " layer " << l;
+    }
+  }
+  // Compression happened: the compressed layer differs from the plain average.
+  at::Tensor plain = at::zeros_like(together[3][2]);
+  for (int r = 0; r < 3; ++r) plain += gradientOf(r, 2, 3, plain.numel());
+  EXPECT_FALSE(at::allclose(together[3][2], plain / 3));
+}
+
+TEST(CompressionEngineTest, ExchangeWithoutEncodeIsRefused) {
+  auto world = comm::makeLocalWorld(1);
+  runOnEveryRank(world, [&](comm::Communicator& comm) {
+    CompressionEngine engine(threeLayers(), comm, topkOptions(0));
+    std::vector<at::Tensor> grads = {gradientOf(0, 0, 0, 64 * 96)};
+    const StepInfo step{.step = 0, .lr = 0.1, .worldSize = 1};
+    EXPECT_THROW(engine.exchange({0}, grads, at::Tensor(), step), InvalidArgument);
+    engine.encode({0}, grads, step);
+    // An encode for another step does not count either.
+    EXPECT_THROW(engine.exchange({0}, grads, at::Tensor(), {.step = 1, .lr = 0.1, .worldSize = 1}),
+                 InvalidArgument);
+    EXPECT_NO_THROW(engine.exchange({0}, grads, at::Tensor(), step));
+    // The payload is consumed: a second exchange needs a new encode.
+    EXPECT_THROW(engine.exchange({0}, grads, at::Tensor(), step), InvalidArgument);
+  });
 }
 
 TEST(CompressionEngineTest, DgcWarmupRatioFollowsTheExponentialSchedule) {
