@@ -148,8 +148,8 @@ labels = {
 }
 method_info = {
     "thinwire-fp32": ("thinwire, uncompressed", "thinwire", False),
-    "thinwire-topk-ef": ("thinwire, top-k 1 % (sampled threshold) + error feedback", "thinwire", False),
-    "thinwire-topk-econtrol": ("thinwire, top-k 1 % (sampled threshold) + EControl", "thinwire", False),
+    "thinwire-topk-ef": ("thinwire, top-k 1 % (sampled threshold, fp16 values) + error feedback", "thinwire", False),
+    "thinwire-topk-econtrol": ("thinwire, top-k 1 % (sampled threshold, fp16 values) + EControl", "thinwire", False),
     "thinwire-sign-ef": ("thinwire, 1-bit sign (scale per 2048) + error feedback", "thinwire", False),
     "floor": ("compute-only floor (no gradient communication)", "thinwire", True),
     "ddp-none": ("PyTorch DDP (gloo), no hook", "pytorch-ddp", False),

@@ -123,7 +123,7 @@ struct CompressionConfig {
   double eta = -1.0;                   // compression.eta: EControl; < 0 = from the compressor
   bool stepUnits = false;              // compression.step_units: EF residual in lr * g
   DgcConfig dgc;                       // compression.dgc.*
-  int64_t minNumel = 4096;             // compression.min_numel: smaller tensors go uncompressed
+  int64_t minNumel = 65536;            // compression.min_numel: smaller tensors go uncompressed
   bool compressVectors = false;        // compression.compress_vectors: 1-D tensors too
   int64_t startStep = 0;               // compression.start_step: plain averaging before it
   int64_t errorEvery = 100;            // compression.error_every: relative-error sampling period
