@@ -16,9 +16,15 @@ constexpr double kDeltaToEta = 0.5;  // See Note [EControl eta]
 
 }  // namespace
 
-EControlFeedback::EControlFeedback(const FeedbackOptions& options) : eta_(options.eta) {
+EControlFeedback::EControlFeedback(const FeedbackOptions& options)
+    : eta_(options.eta),
+      momentum_(options.trackingMomentum),
+      state_(options.trackingMomentum > 0 ? std::vector<std::string>{"e", "h_i", "h", "v"}
+                                          : std::vector<std::string>{"e", "h_i", "h"}) {
   TW_CHECK(!std::isnan(eta_) && eta_ <= 1, "EControl eta must be in [0, 1] (or < 0 for the ",
            "compressor-derived default), got ", eta_);
+  TW_CHECK(momentum_ >= 0 && momentum_ < 1, "EControl tracking momentum must be in [0, 1), got ",
+           momentum_);
 }
 
 double EControlFeedback::effectiveEta(const Compressor& compressor,
@@ -44,10 +50,22 @@ void EControlFeedback::encode(LayerId layer,
   float* error = buffers[0].data_ptr<float>();
   const float* localTracker = buffers[1].data_ptr<float>();
   float* message = grad.data_ptr<float>();
-  at::parallel_for(0, numel, kGrainSize, [=](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
-      message[i] = eta * error[i] + message[i] - localTracker[i];
-  });
+  if (momentum_ > 0) {
+    // v <- beta v + (1 - beta) g; the message tracks v (Note [EControl on momentum]).
+    float* average = buffers[3].data_ptr<float>();
+    const float beta = static_cast<float>(momentum_);
+    at::parallel_for(0, numel, kGrainSize, [=](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        average[i] = beta * average[i] + (1.0f - beta) * message[i];
+        message[i] = eta * error[i] + average[i] - localTracker[i];
+      }
+    });
+  } else {
+    at::parallel_for(0, numel, kGrainSize, [=](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        message[i] = eta * error[i] + message[i] - localTracker[i];
+    });
+  }
 
   compressor.compress(grad, at::Tensor(), 1.0f, out, params);
 

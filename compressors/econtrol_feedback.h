@@ -31,7 +31,8 @@ namespace thinwire::compressors {
 class EControlFeedback : public Feedback {
  public:
   // Reads options.eta: in [0, 1], or < 0 to derive it from the compressor per layer (see Note
-  // [EControl eta]). Throws InvalidArgument for eta > 1 or NaN.
+  // [EControl eta]), and options.trackingMomentum in [0, 1) (Note [EControl on momentum]).
+  // Throws InvalidArgument for eta > 1, a momentum outside [0, 1), or NaN.
   explicit EControlFeedback(const FeedbackOptions& options);
 
   std::string name() const override { return "econtrol"; }
@@ -58,14 +59,26 @@ class EControlFeedback : public Feedback {
   // (InvalidArgument otherwise).
   void decode(LayerId layer, at::Tensor& average, const StepInfo& step) override;
 
-  // "<layer>.e", "<layer>.h_i" and "<layer>.h" for every layer (clones).
+  // "<layer>.e", "<layer>.h_i", "<layer>.h" (and "<layer>.v" with tracking momentum) for every
+  // layer (clones).
   StateDict state() const override { return state_.state(); }
   void loadState(const StateDict& state) override { state_.loadState(state, name()); }
 
  private:
   double eta_;
-  FeedbackState state_{std::vector<std::string>{"e", "h_i", "h"}};
+  double momentum_;  // trackingMomentum: 0 = track g
+  FeedbackState state_;
 };
+
+// Note [EControl on momentum]
+// h_i changes only where the compressor sends, so at top-1 % a coordinate of h_i keeps the value
+// of one stochastic gradient for about 100 steps, and the optimizer applies that sample at every
+// one of them: tracking amplifies gradient noise (specs §3.2: EF21 "needs large batches"). EF
+// applies each gradient's mass once and has no such effect. EF21-SGDM (Fatkhullin et al. 2023)
+// tracks a local momentum average instead; with `trackingMomentum` = beta > 0 EControl does the
+// same: v <- beta v + (1 - beta) g, message = C(eta e + v - h_i), so e' + h_i' == e + v. v is an
+// average, not a sum: run the optimizer without momentum and with lr / (1 - beta) to match an
+// SGD-momentum run's step size.
 
 // Note [EControl eta]
 // eta sets how strongly the accumulated error e is fed back. The paper's theory uses delta / 400,

@@ -51,6 +51,9 @@ struct FeedbackOptions {
   FeedbackKind kind = FeedbackKind::kEf;
   bool stepUnits = false;  // EF: residual stores lr * g (see Note [Residual units])
   double eta = -1;         // EControl: feedback strength; < 0 = derive from the compressor's delta
+  // EControl: > 0 tracks the local momentum v <- beta v + (1 - beta) g instead of g (Note
+  // [EControl on momentum]); 0 tracks g as the paper does.
+  double trackingMomentum = 0;
   // DGC
   double momentum = 0.9;        // momentum of the correction (the optimizer runs without)
   bool nesterov = false;        // u <- m (u + g); v <- v + u + g

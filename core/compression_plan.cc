@@ -56,6 +56,7 @@ LayerMethod layerMethod(const CompressionConfig& settings, const at::Tensor& par
   f.kind = compressors::parseFeedbackKind(settings.feedback);
   f.stepUnits = settings.stepUnits;
   f.eta = settings.eta;
+  f.trackingMomentum = settings.trackingMomentum;
   f.momentum = settings.dgc.momentum;
   f.nesterov = settings.dgc.nesterov;
   f.momentumMasking = settings.dgc.masking;

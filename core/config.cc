@@ -439,6 +439,14 @@ std::vector<KeySpec> buildSchema() {
       "EControl's feedback strength; negative = derived from the compressor's contraction "
       "(docs/compression.md)."));
   s.push_back(KeySpec(
+                  "compression.tracking_momentum",
+                  [](Config& c) -> FieldRef { return &c.compression.trackingMomentum; },
+                  "EControl tracks the local momentum v <- b v + (1 - b) g instead of the "
+                  "gradient when b > 0 (less noise in the tracker; run the optimizer without "
+                  "momentum and with lr / (1 - b)); 0 tracks g.")
+                  .atLeast(0)
+                  .below(1));
+  s.push_back(KeySpec(
       "compression.step_units", [](Config& c) -> FieldRef { return &c.compression.stepUnits; },
       "`ef` keeps its residual in step units (lr x g) instead of gradient units; differs only "
       "under a changing learning rate."));

@@ -121,6 +121,7 @@ struct CompressionConfig {
   bool warmStart = true;               // compression.warm_start: PowerSGD
   double minCompressionRate = 2.0;     // compression.min_compression_rate: PowerSGD
   double eta = -1.0;                   // compression.eta: EControl; < 0 = from the compressor
+  double trackingMomentum = 0;         // compression.tracking_momentum: EControl tracks momentum
   bool stepUnits = false;              // compression.step_units: EF residual in lr * g
   DgcConfig dgc;                       // compression.dgc.*
   int64_t minNumel = 65536;            // compression.min_numel: smaller tensors go uncompressed

@@ -390,6 +390,44 @@ TEST(EControlFeedbackTest, ErrorPlusLocalTrackerGrowsByTheGradient) {
   }
 }
 
+// With tracking momentum beta the tracked signal is v <- beta v + (1 - beta) g: the invariant
+// becomes e' + h_i' == e + v, and the message is C(eta e + v - h_i).
+TEST(EControlFeedbackTest, TrackingMomentumTracksTheLocalAverage) {
+  TopKCompressor topk;
+  LayerParams params;
+  params.ratio = 0.1;
+  const int64_t numel = 1000;
+  FeedbackOptions options;
+  options.kind = FeedbackKind::kEControl;
+  options.eta = 0.05;
+  options.trackingMomentum = 0.8;
+  EControlFeedback econtrol(options);
+  at::Tensor e = at::zeros({numel});
+  at::Tensor h = at::zeros({numel});
+  at::Tensor v = at::zeros({numel});
+  for (int step = 0; step < 6; ++step) {
+    at::Tensor grad = gaussian(numel, 97 * step + 5);
+    v = 0.8f * v + 0.2f * grad;
+    at::Tensor p = 0.05f * e + v - h;
+    Payload out;
+    econtrol.encode(2, grad, topk, params, {}, out);
+    at::Tensor newE = stateEntry(econtrol, "2.e");
+    at::Tensor newH = stateEntry(econtrol, "2.h_i");
+    EXPECT_TRUE(at::allclose(stateEntry(econtrol, "2.v"), v, 1e-6, 1e-6)) << "step " << step;
+    EXPECT_TRUE(at::allclose(newE + newH, e + v, 1e-6, 1e-5)) << "step " << step;
+    const std::vector<int64_t> kept = referenceTopK(p, referenceK(numel, params.ratio));
+    at::Tensor expectedDelta = at::zeros({numel});
+    for (int64_t index : kept) expectedDelta[index] = p[index];
+    EXPECT_TRUE(at::allclose(decodeDense(topk, out, numel, params), expectedDelta, 1e-6, 1e-6))
+        << "step " << step;
+    e = newE;
+    h = newH;
+  }
+  FeedbackOptions bad = options;
+  bad.trackingMomentum = 1.0;
+  EXPECT_THROW(EControlFeedback{bad}, InvalidArgument);
+}
+
 TEST(EControlFeedbackTest, DefaultEtaIsHalfTheCompressorsDelta) {
   TopKCompressor topk;
   IdentityCompressor identity;

@@ -99,6 +99,7 @@ void expectSameConfig(const Config& a, const Config& b) {
   EXPECT_EQ(x.warmStart, y.warmStart);
   EXPECT_EQ(x.minCompressionRate, y.minCompressionRate);
   EXPECT_EQ(x.eta, y.eta);
+  EXPECT_EQ(x.trackingMomentum, y.trackingMomentum);
   EXPECT_EQ(x.stepUnits, y.stepUnits);
   EXPECT_EQ(x.dgc.momentum, y.dgc.momentum);
   EXPECT_EQ(x.dgc.nesterov, y.dgc.nesterov);
