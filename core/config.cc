@@ -155,10 +155,20 @@ std::vector<KeySpec> buildSchema() {
   s.push_back(KeySpec(
                   "data.dataset", [](Config& c) -> FieldRef { return &c.data.dataset; },
                   "Which dataset to train on.")
-                  .oneOf({"fashion_mnist", "synthetic"}));
+                  .oneOf({"fashion_mnist", "synthetic", "text"}));
   s.push_back(KeySpec(
       "data.path", [](Config& c) -> FieldRef { return &c.data.path; },
-      "Directory with the Fashion-MNIST IDX files (`train-*`, `t10k-*`, plain or `.gz`)."));
+      "Directory with the Fashion-MNIST IDX files (`train-*`, `t10k-*`, plain or `.gz`); for "
+      "`text`, a directory whose regular files (recursively, `*.dat`/`*.u8` skipped) are the "
+      "corpus, e.g. `/usr/share/games/fortunes` (Debian package fortunes; "
+      "docs/language_model.md)."));
+  s.push_back(KeySpec(
+                  "data.validation_fraction",
+                  [](Config& c) -> FieldRef { return &c.data.validationFraction; },
+                  "`text`: fraction of the documents held out for validation, chosen by a hash "
+                  "of each document's bytes (the same split on every machine and run).")
+                  .above(0)
+                  .below(1));
   s.push_back(KeySpec(
                   "data.synthetic.train_samples",
                   [](Config& c) -> FieldRef { return &c.data.synthetic.trainSamples; },
@@ -183,7 +193,7 @@ std::vector<KeySpec> buildSchema() {
   s.push_back(KeySpec(
                   "model.type", [](Config& c) -> FieldRef { return &c.model.type; },
                   "Network architecture.")
-                  .oneOf({"mlp", "cnn"}));
+                  .oneOf({"mlp", "cnn", "llama"}));
   s.push_back(KeySpec(
                   "model.hidden", [](Config& c) -> FieldRef { return &c.model.hidden; },
                   "MLP hidden layer widths, input to output; `[]` is a linear model.")
@@ -196,6 +206,29 @@ std::vector<KeySpec> buildSchema() {
                   "model.cnn_hidden", [](Config& c) -> FieldRef { return &c.model.cnnHidden; },
                   "CNN fully-connected layer width.")
                   .atLeast(1));
+  s.push_back(KeySpec(
+                  "model.d_model", [](Config& c) -> FieldRef { return &c.model.dModel; },
+                  "llama: residual width (embedding size); a multiple of `model.heads` with an "
+                  "even head dimension.")
+                  .atLeast(2));
+  s.push_back(KeySpec(
+                  "model.layers", [](Config& c) -> FieldRef { return &c.model.layers; },
+                  "llama: number of decoder blocks.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "model.heads", [](Config& c) -> FieldRef { return &c.model.heads; },
+                  "llama: attention heads per block.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "model.seq_len", [](Config& c) -> FieldRef { return &c.model.seqLen; },
+                  "llama: context length in bytes; a text sample is a window of seq_len + 1 "
+                  "bytes (inputs, and targets shifted by one).")
+                  .atLeast(1));
+  s.push_back(
+      KeySpec(
+          "model.mlp_multiple", [](Config& c) -> FieldRef { return &c.model.mlpMultiple; },
+          "llama: the SwiGLU hidden size 8/3 x d_model is rounded up to a multiple of this.")
+          .atLeast(1));
   // train
   s.push_back(KeySpec(
                   "train.steps", [](Config& c) -> FieldRef { return &c.train.steps; },

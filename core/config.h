@@ -41,16 +41,22 @@ struct SyntheticDataConfig {
 };
 
 struct DataConfig {
-  std::string dataset = "fashion_mnist";                   // data.dataset: fashion_mnist|synthetic
+  std::string dataset = "fashion_mnist";                   // data.dataset: fashion_mnist|...
   std::string path = "/usr/share/datasets/fashion-mnist";  // data.path
-  SyntheticDataConfig synthetic;                           // data.synthetic.*
+  double validationFraction = 0.05;  // data.validation_fraction: text documents held out
+  SyntheticDataConfig synthetic;     // data.synthetic.*
 };
 
 struct ModelConfig {
-  std::string type = "mlp";                    // model.type: mlp|cnn
+  std::string type = "mlp";                    // model.type: mlp|cnn|llama
   std::vector<int64_t> hidden = {2048, 2048};  // model.hidden: MLP hidden widths
   std::vector<int64_t> channels = {32, 64};    // model.channels: CNN conv channels (2)
   int64_t cnnHidden = 128;                     // model.cnn_hidden: CNN fully-connected width
+  int64_t dModel = 256;                        // model.d_model: llama residual width
+  int64_t layers = 4;                          // model.layers: llama decoder blocks
+  int64_t heads = 4;                           // model.heads: llama attention heads
+  int64_t seqLen = 128;                        // model.seq_len: llama context = text window
+  int64_t mlpMultiple = 256;                   // model.mlp_multiple: SwiGLU hidden rounding
 };
 
 struct TrainConfig {

@@ -1,9 +1,12 @@
 #include "core/metrics.h"
 
+#include <sys/wait.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "base/error.h"
 
@@ -109,6 +112,67 @@ void ProgressLine::update(int64_t step, const std::string& text) {
 void ProgressLine::close() {
   if (open_ && options_.out != nullptr) *options_.out << std::endl;
   open_ = false;
+}
+
+double bitsPerByte(double nats) { return nats / std::log(2.0); }
+
+double perplexity(double nats) { return std::exp(nats); }
+
+namespace {
+
+// Compressed size of `path` under `xz -9e`, or -1 with `note` set when xz cannot run.
+int64_t xzSize(const std::string& path, std::string& note) {
+  // Single-threaded: -T0 would split the input into blocks and lose cross-block matches.
+  const std::string command = "xz -9e -T1 -c -- '" + path + "' 2>/dev/null";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) {
+    note = "cannot start xz";
+    return -1;
+  }
+  int64_t size = 0;
+  char buffer[1 << 16];
+  size_t got = 0;
+  while ((got = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) size += static_cast<int64_t>(got);
+  const int status = ::pclose(pipe);
+  if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    const bool missing = status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 127;
+    note = missing ? "xz not found on PATH (install the Debian package xz-utils)"
+                   : "xz failed on " + path;
+    return -1;
+  }
+  return size;
+}
+
+}  // namespace
+
+XzBaseline xzConditionalBitsPerByte(const std::string& context,
+                                    const std::string& text,
+                                    const std::string& tempDirectory) {
+  TW_CHECK(!text.empty(), "xzConditionalBitsPerByte needs a non-empty text");
+  XzBaseline result;
+  std::string pattern = (std::filesystem::path(tempDirectory) / "thinwire-xz-XXXXXX").string();
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    result.note = "cannot create a temporary directory under " + tempDirectory;
+    return result;
+  }
+  const std::filesystem::path directory(pattern);
+  const std::string contextPath = (directory / "context").string();
+  const std::string bothPath = (directory / "both").string();
+  {
+    std::ofstream out(contextPath, std::ios::binary);
+    out << context;
+    std::ofstream both(bothPath, std::ios::binary);
+    both << context << text;
+  }
+  result.contextBytes = xzSize(contextPath, result.note);
+  if (result.contextBytes >= 0) result.bothBytes = xzSize(bothPath, result.note);
+  std::error_code ignored;
+  std::filesystem::remove_all(directory, ignored);
+  if (result.contextBytes < 0 || result.bothBytes < 0) return result;
+  result.available = true;
+  result.bitsPerByte = static_cast<double>(result.bothBytes - result.contextBytes) * 8.0 /
+                       static_cast<double>(text.size());
+  return result;
 }
 
 }  // namespace thinwire::core

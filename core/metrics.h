@@ -6,6 +6,8 @@
 //   {"kind":"train","step":120,"loss":0.4521,"accuracy":0.843,"lr":0.05,"samples_per_s":2301,
 //    "elapsed_s":12.5,"bytes_sent":93184000, ...}
 //   {"kind":"eval","step":500,"loss":0.39,"accuracy":0.861,"elapsed_s":51.2}
+// Text runs add "perplexity" and "bits_per_byte" to eval records; bitsPerByte() and
+// xzConditionalBitsPerByte() compute them and the xz baseline they are compared with.
 //
 // Ownership: MetricsWriter owns its file; ProgressLine writes to a stream it does not own.
 // Threading: single thread (the rank-0 trainer thread).
@@ -85,5 +87,27 @@ class ProgressLine {
 
 // "3m12s", "1h02m", "45s".
 std::string formatDuration(double seconds);
+
+// Language-model metrics from a mean cross-entropy `nats` per byte token.
+// Bits per byte: nats / ln 2. Perplexity: exp(nats).
+double bitsPerByte(double nats);
+double perplexity(double nats);
+
+// What `xz -9e` spends on `text` given `context`: (|xz(context + text)| - |xz(context)|) * 8 /
+// |text| bits per byte of text, the compressor's conditional code length.
+struct XzBaseline {
+  bool available = false;  // false: xz missing or failed; see `note`
+  double bitsPerByte = 0;
+  int64_t contextBytes = 0, bothBytes = 0;  // compressed sizes
+  std::string note;                         // why it is unavailable
+};
+
+// Runs the `xz` binary (found on PATH) on temporary files under `tempDirectory` (removed
+// afterwards). Blocking: seconds per MB. Never throws for a missing or failing xz: returns
+// available = false with the reason (install the Debian package xz-utils). InvalidArgument for
+// an empty `text`.
+XzBaseline xzConditionalBitsPerByte(const std::string& context,
+                                    const std::string& text,
+                                    const std::string& tempDirectory = "/tmp");
 
 }  // namespace thinwire::core

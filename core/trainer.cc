@@ -17,6 +17,7 @@
 #include "core/compression_plan.h"
 #include "core/data/dataset.h"
 #include "core/data/distributed_sampler.h"
+#include "core/data/text_dataset.h"
 #include "core/metrics.h"
 #include "core/models/model.h"
 #include "optim/grad_clip.h"
@@ -59,6 +60,23 @@ optim::LrScheduleOptions scheduleOptions(const Config& config) {
           .gamma = s.gamma};
 }
 
+// Cross-entropy of logits [n, C] against labels [n], or of logits [n, T, C] against labels
+// [n, T] token by token (a language model's next-token loss).
+at::Tensor crossEntropy(const at::Tensor& logits,
+                        const at::Tensor& labels,
+                        at::Reduction::Reduction reduction) {
+  if (logits.dim() == 3) {
+    return at::cross_entropy_loss(logits.reshape({-1, logits.size(2)}), labels.reshape({-1}), {},
+                                  reduction);
+  }
+  return at::cross_entropy_loss(logits, labels, {}, reduction);
+}
+
+// Predictions that match their label (the argmax over the last dimension).
+double correctCount(const at::Tensor& logits, const at::Tensor& labels) {
+  return logits.argmax(-1).eq(labels).sum().item<double>();
+}
+
 }  // namespace
 
 bool overlapEnabled(const std::string& mode,
@@ -85,8 +103,8 @@ struct Trainer::State {
       : config(c),
         comm(comm),
         log(log),
-        train(makeDataset(c.data, Split::kTrain, c.run.seed)),
-        test(makeDataset(c.data, Split::kTest, c.run.seed)),
+        train(makeDataset(c.data, Split::kTrain, c.run.seed, c.model.seqLen)),
+        test(makeDataset(c.data, Split::kTest, c.run.seed, c.model.seqLen)),
         model(makeModel(c.model, train->sampleShape(), train->numClasses(), c.run.seed)),
         sampler({.datasetSize = train->size(),
                  .batchPerRank = c.train.batchPerRank,
@@ -258,30 +276,84 @@ Trainer::Trainer(const Config& config,
 
 Trainer::~Trainer() = default;
 
-EvalRecord Trainer::evaluate(int64_t step) {
-  State& s = *state_;
+namespace {
+
+struct EvalSums {
+  double loss = 0, correct = 0, count = 0;
+};
+
+// Summed loss, correct predictions and predictions over samples rank, rank + worldSize, ...
+EvalSums evaluationSums(
+    Model& model, const Dataset& data, int64_t batchSize, int rank, int worldSize) {
   at::NoGradGuard noGrad;
-  s.model->eval();
-  double lossSum = 0, correct = 0, count = 0;
-  const int64_t size = s.test->size();
+  model.eval();
+  EvalSums sums;
   std::vector<int64_t> indices;
   auto flush = [&] {
     if (indices.empty()) return;
-    Batch batch = s.test->batch(indices);
-    at::Tensor logits = s.model->forward(batch.inputs);
-    lossSum += at::cross_entropy_loss(logits, batch.labels, {}, at::Reduction::Sum).item<double>();
-    correct += logits.argmax(1).eq(batch.labels).sum().item<double>();
-    count += static_cast<double>(indices.size());
+    Batch batch = data.batch(indices);
+    at::Tensor logits = model.forward(batch.inputs);
+    sums.loss += crossEntropy(logits, batch.labels, at::Reduction::Sum).item<double>();
+    sums.correct += correctCount(logits, batch.labels);
+    sums.count += static_cast<double>(batch.labels.numel());
     indices.clear();
   };
-  for (int64_t i = s.comm.rank(); i < size; i += s.comm.worldSize()) {
+  for (int64_t i = rank; i < data.size(); i += worldSize) {
     indices.push_back(i);
-    if (static_cast<int64_t>(indices.size()) == s.config.train.evalBatch) flush();
+    if (static_cast<int64_t>(indices.size()) == batchSize) flush();
   }
   flush();
-  s.model->train();
-  std::vector<double> totals = s.sumOverRanks({lossSum, correct, count});
-  return {.step = step, .loss = totals[0] / totals[2], .accuracy = totals[1] / totals[2]};
+  model.train();
+  return sums;
+}
+
+EvalRecord evalRecord(int64_t step, const EvalSums& sums, const Dataset& data) {
+  EvalRecord record;
+  record.step = step;
+  record.loss = sums.loss / sums.count;
+  record.accuracy = sums.correct / sums.count;
+  if (dynamic_cast<const TextDataset*>(&data) != nullptr) {
+    record.text = true;
+    record.perplexity = perplexity(record.loss);
+    record.bitsPerByte = bitsPerByte(record.loss);
+  }
+  return record;
+}
+
+}  // namespace
+
+EvalRecord evaluateModel(Model& model, const Dataset& data, int64_t batchSize) {
+  TW_CHECK(batchSize >= 1, "evaluateModel needs batchSize >= 1, got ", batchSize);
+  return evalRecord(0, evaluationSums(model, data, batchSize, 0, 1), data);
+}
+
+EvalRecord Trainer::evaluate(int64_t step) {
+  State& s = *state_;
+  const EvalSums sums = evaluationSums(*s.model, *s.test, s.config.train.evalBatch, s.comm.rank(),
+                                       s.comm.worldSize());
+  std::vector<double> totals = s.sumOverRanks({sums.loss, sums.correct, sums.count});
+  return evalRecord(step, {.loss = totals[0], .correct = totals[1], .count = totals[2]}, *s.test);
+}
+
+void Trainer::reportXzBaseline(TrainResult& result) const {
+  const State& s = *state_;
+  const auto* train = dynamic_cast<const TextDataset*>(s.train.get());
+  const auto* validation = dynamic_cast<const TextDataset*>(s.test.get());
+  if (train == nullptr || validation == nullptr) return;
+  Stopwatch clock;
+  const XzBaseline xz = xzConditionalBitsPerByte(train->text(), validation->text());
+  const double modelBpb = result.evals.back().bitsPerByte;
+  if (!xz.available) {
+    s.log.warn("xz baseline skipped: ", xz.note, "; model ", modelBpb, " bits per validation byte");
+    return;
+  }
+  result.xzBitsPerByte = xz.bitsPerByte;
+  char text[200];
+  std::snprintf(text, sizeof(text),
+                "validation bits per byte: model %.4f, xz -9e given the training text %.4f "
+                "(ratio %.3f; xz took %.1f s)",
+                modelBpb, xz.bitsPerByte, modelBpb / xz.bitsPerByte, clock.seconds());
+  s.log.info(text);
 }
 
 double StepTimes::secondsPerStep() const {
@@ -290,14 +362,32 @@ double StepTimes::secondsPerStep() const {
 
 // The last metrics record of a run: what `bench/run.sh` and `bench/report.py` read (the same
 // keys as the PyTorch peer's summary, bench/peers/ddp_train.py). Times are rank 0's.
+namespace {
+
+// The language-model part of the summary: final validation numbers and the xz baseline.
+JsonRecord textSummary(const TrainResult& result) {
+  JsonRecord record;
+  const EvalRecord& last = result.evals.back();
+  record.add("val_loss", last.loss)
+      .add("val_perplexity", last.perplexity)
+      .add("val_bits_per_byte", last.bitsPerByte);
+  if (result.xzBitsPerByte > 0) {
+    record.add("xz_bits_per_byte", result.xzBitsPerByte)
+        .add("bpb_over_xz", last.bitsPerByte / result.xzBitsPerByte);
+  }
+  return record;
+}
+
+}  // namespace
+
 JsonRecord Trainer::summaryRecord(const TrainResult& result, double wallSeconds) const {
   const State& s = *state_;
   const StepTimes& t = result.times;
   const int64_t steps = result.lastStep - result.startStep;
   const double perStep = 1.0 / static_cast<double>(std::max<int64_t>(1, steps));
   const double secondsPerStep = t.steadySteps > 0 ? t.secondsPerStep() : t.total * perStep;
-  return JsonRecord()
-      .add("kind", "summary")
+  JsonRecord record;
+  record.add("kind", "summary")
       .add("framework", "thinwire")
       .add("method", !s.config.comm.gradientSync ? "floor"
                      : s.engine                  ? compressionMethodName(s.config)
@@ -320,6 +410,8 @@ JsonRecord Trainer::summaryRecord(const TrainResult& result, double wallSeconds)
       .add("bytes_sent_per_rank", result.sync.bytesSent)
       .add("wire_bytes_per_rank", result.sync.wireBytes)
       .add("wall_s", wallSeconds);
+  if (!result.evals.empty() && result.evals.back().text) record.add("text", textSummary(result));
+  return record;
 }
 
 TrainResult Trainer::run() {
@@ -370,13 +462,13 @@ TrainResult Trainer::run() {
       result.times.data += phase.seconds();
       phase.reset();
       at::Tensor logits = s.model->forward(batch.inputs);
-      at::Tensor loss = at::cross_entropy_loss(logits, batch.labels);
+      at::Tensor loss = crossEntropy(logits, batch.labels, at::Reduction::Mean);
       result.times.forward += phase.seconds();
       {
         at::NoGradGuard noGrad;
-        lossSum += loss.item<double>() * static_cast<double>(batch.labels.size(0));
-        correctSum += logits.argmax(1).eq(batch.labels).sum().item<double>();
-        seenSum += static_cast<double>(batch.labels.size(0));
+        lossSum += loss.item<double>() * static_cast<double>(batch.labels.numel());
+        correctSum += correctCount(logits, batch.labels);
+        seenSum += static_cast<double>(batch.labels.numel());
       }
       phase.reset();
       s.sync->prepare(/*synchronize=*/micro + 1 == accumulation,
@@ -472,14 +564,21 @@ TrainResult Trainer::run() {
       result.finalTestLoss = eval.loss;
       if (leader) {
         progress.close();
-        metrics.write(JsonRecord()
-                          .add("kind", "eval")
-                          .add("step", done)
-                          .add("loss", eval.loss)
-                          .add("accuracy", eval.accuracy)
-                          .add("elapsed_s", runClock.seconds()));
-        s.log.info("eval at step ", done, ": test loss ", eval.loss, ", test accuracy ",
-                   eval.accuracy);
+        JsonRecord record = JsonRecord()
+                                .add("kind", "eval")
+                                .add("step", done)
+                                .add("loss", eval.loss)
+                                .add("accuracy", eval.accuracy);
+        if (eval.text) {
+          record.add("perplexity", eval.perplexity).add("bits_per_byte", eval.bitsPerByte);
+          s.log.info("eval at step ", done, ": validation loss ", eval.loss,
+                     " nats/byte, perplexity ", eval.perplexity, ", ", eval.bitsPerByte,
+                     " bits/byte");
+        } else {
+          s.log.info("eval at step ", done, ": test loss ", eval.loss, ", test accuracy ",
+                     eval.accuracy);
+        }
+        metrics.write(record.add("elapsed_s", runClock.seconds()));
       }
       windowClock.reset();
       windowSteps = 0;
@@ -504,6 +603,7 @@ TrainResult Trainer::run() {
   result.lastStep = step;
   result.stoppedEarly = step < config.train.steps;
   result.sync = s.sync->stats();
+  if (leader && !result.evals.empty() && result.evals.back().text) reportXzBaseline(result);
   if (leader) metrics.write(summaryRecord(result, runClock.seconds()));
   return result;
 }

@@ -10,6 +10,9 @@
 //      optimizer step with the scheduled learning rate;
 //   4. rank 0 logs metrics (JSON lines + progress line); evaluation and atomic checkpoints happen
 //      at their configured periods.
+// The loss is cross-entropy over classes, or over every position's next token when the model
+// returns [n, T, vocabulary] logits (a language model, data.dataset: text); text runs also
+// report perplexity, bits per byte and, at the end, the xz baseline.
 //
 // Ownership: the Trainer owns model, optimizer, data and GradSync; it borrows the communicator
 // and the logger, which must outlive it.
@@ -44,8 +47,11 @@ struct StepRecord {
 
 struct EvalRecord {
   int64_t step = 0;
-  double loss = 0;
-  double accuracy = 0;
+  double loss = 0;         // mean cross-entropy in nats, per sample (per token for text)
+  double accuracy = 0;     // fraction classified correctly (next byte predicted, for text)
+  bool text = false;       // a language-model run: the two fields below are set
+  double perplexity = 0;   // exp(loss)
+  double bitsPerByte = 0;  // loss / ln 2 (byte tokens)
 };
 
 struct StepTimes {  // seconds summed over the run, this rank
@@ -64,6 +70,9 @@ struct TrainResult {
   std::vector<EvalRecord> evals;
   double finalTestAccuracy = -1;  // last evaluation; -1 if none ran
   double finalTestLoss = -1;
+  // Text runs, rank 0: bits per validation byte of `xz -9e` given the training text
+  // (xzConditionalBitsPerByte in core/metrics.h); -1 elsewhere or when xz is unavailable.
+  double xzBitsPerByte = -1;
   int64_t startStep = 0;      // steps already done when run() began (resume)
   int64_t lastStep = 0;       // steps done when run() returned
   bool stoppedEarly = false;  // train.stop_after ended the run
@@ -99,14 +108,25 @@ class Trainer {
   // corrupt checkpoint.
   TrainResult run();
 
-  // Runs the evaluation on the test split (collective) and returns loss and accuracy.
+  // Runs the evaluation on the test split (collective) and returns loss and accuracy (and, for
+  // text, perplexity and bits per byte over every validation token).
   EvalRecord evaluate(int64_t step);
 
  private:
   struct State;
   JsonRecord summaryRecord(const TrainResult& result, double wallSeconds) const;
+  // Text runs, rank 0: computes and logs the xz baseline into result.xzBitsPerByte.
+  void reportXzBaseline(TrainResult& result) const;
   std::unique_ptr<State> state_;
 };
+
+class Model;
+class Dataset;
+
+// Evaluates `model` on every sample of `data` in one process (thinwire eval): mean loss and
+// accuracy, plus perplexity and bits per byte for a text dataset; step is 0. Blocking; the model
+// is left in training mode. InvalidArgument for batchSize < 1.
+EvalRecord evaluateModel(Model& model, const Dataset& data, int64_t batchSize);
 
 // The run directory: <run.output_dir>/<run.name>.
 std::string runDirectory(const Config& config);

@@ -4,6 +4,9 @@
 //   thinwire launch CONFIG [-n N] [--hostfile FILE] [--dry-run] [--set path=value]...
 //   thinwire bench comm [options]                    collective benchmark (run under mpirun)
 //   thinwire bench kernels [options]                 memory bandwidth and per-element kernels
+//   thinwire eval CONFIG --checkpoint DIR            validation loss (perplexity, bits per byte)
+//   thinwire generate CONFIG --checkpoint DIR --prompt TEXT [--bytes N] [--temperature T]
+//                    [--seed S]                      a language model's continuation of TEXT
 //   thinwire config-docs                             prints docs/config.md
 //   thinwire print-config CONFIG [--set ...]         the effective config, every key
 //
@@ -31,6 +34,9 @@
 #include "comm/mpi/mpi_environment.h"
 #include "comm/world_info.h"
 #include "core/config.h"
+#include "core/data/dataset.h"
+#include "core/models/llama.h"
+#include "core/models/model.h"
 #include "core/trainer.h"
 #include "launch/mpirun_command.h"
 
@@ -50,6 +56,12 @@ commands:
       Collective sweep, thinwire next to the direct MPI call (run under mpirun).
   bench kernels [--sizes 1M,64M] [--kernels LIST] [--iterations N] [--threads N] [--json PATH]
       Memory bandwidth (STREAM triad) and per-element kernel throughput (single process).
+  eval CONFIG --checkpoint DIR [--set path=value]...
+      Evaluate a checkpoint on the test (validation) split in this process: loss, accuracy and,
+      for text, perplexity and bits per byte.
+  generate CONFIG --checkpoint DIR --prompt TEXT [--bytes N] [--temperature T] [--seed S]
+      Print a language model's (model.type: llama) continuation of TEXT (default 200 bytes,
+      temperature 0.8, seed 0; temperature 0 is greedy).
   config-docs
       Print the reference of every config key (docs/config.md).
   print-config CONFIG [--set path=value]...
@@ -241,6 +253,107 @@ int commandLaunch(const std::vector<std::string>& args) {
            " (is Open MPI installed? run scripts/install-deps.sh, or set launch.mpirun)");
 }
 
+// Arguments of eval and generate: CONFIG, --checkpoint, --set, and the generation flags.
+struct ModelArgs {
+  std::vector<std::string> common;  // for parseCommon
+  std::string checkpoint;
+  std::string prompt;
+  bool hasPrompt = false;
+  core::GenerateOptions generate;
+};
+
+ModelArgs parseModelArgs(const std::vector<std::string>& args, bool generateFlags) {
+  ModelArgs out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) throw UsageError(a + " needs a value");
+      return args[++i];
+    };
+    auto number = [&](const std::string& text) -> double {
+      try {
+        size_t used = 0;
+        const double parsed = std::stod(text, &used);
+        if (used == text.size()) return parsed;
+      } catch (const std::exception&) {
+      }
+      throw UsageError(a + " needs a number, got '" + text + "'");
+    };
+    if (a == "--checkpoint") {
+      out.checkpoint = value();
+    } else if (generateFlags && a == "--prompt") {
+      out.prompt = value();
+      out.hasPrompt = true;
+    } else if (generateFlags && a == "--bytes") {
+      const double bytes = number(value());
+      if (bytes < 0 || bytes != static_cast<double>(static_cast<int64_t>(bytes))) {
+        throw UsageError("--bytes needs a whole number >= 0");
+      }
+      out.generate.bytes = static_cast<int64_t>(bytes);
+    } else if (generateFlags && a == "--temperature") {
+      out.generate.temperature = number(value());
+      if (out.generate.temperature < 0) throw UsageError("--temperature must be >= 0");
+    } else if (generateFlags && a == "--seed") {
+      const double seed = number(value());
+      if (seed < 0) throw UsageError("--seed must be >= 0");
+      out.generate.seed = static_cast<uint64_t>(seed);
+    } else {
+      out.common.push_back(a);
+    }
+  }
+  if (out.checkpoint.empty()) {
+    throw UsageError("missing --checkpoint DIR (e.g. runs/<name>/checkpoints/step-00001000)");
+  }
+  return out;
+}
+
+// The config's model with the checkpoint's weights, for the data the config names.
+std::shared_ptr<core::Model> loadModel(const core::Config& config,
+                                       const core::Dataset& data,
+                                       const std::string& checkpoint) {
+  auto model =
+      core::makeModel(config.model, data.sampleShape(), data.numClasses(), config.run.seed);
+  core::loadModelState(*model, checkpoint);
+  return model;
+}
+
+int commandEval(const std::vector<std::string>& args) {
+  const ModelArgs parsed = parseModelArgs(args, /*generateFlags=*/false);
+  CommonArgs common = parseCommon(parsed.common, /*launchFlags=*/false);
+  const core::Config config = core::Config::fromFile(common.configPath, common.overrides);
+  auto data =
+      core::makeDataset(config.data, core::Split::kTest, config.run.seed, config.model.seqLen);
+  auto model = loadModel(config, *data, parsed.checkpoint);
+  const core::EvalRecord eval = core::evaluateModel(*model, *data, config.train.evalBatch);
+  std::printf("checkpoint %s on %s\n", parsed.checkpoint.c_str(), data->describe().c_str());
+  if (eval.text) {
+    std::printf("validation loss=%.4f nats/byte perplexity=%.4f bits_per_byte=%.4f\n", eval.loss,
+                eval.perplexity, eval.bitsPerByte);
+  } else {
+    std::printf("test loss=%.4f test_acc=%.4f\n", eval.loss, eval.accuracy);
+  }
+  return 0;
+}
+
+int commandGenerate(const std::vector<std::string>& args) {
+  const ModelArgs parsed = parseModelArgs(args, /*generateFlags=*/true);
+  if (!parsed.hasPrompt || parsed.prompt.empty()) throw UsageError("missing --prompt TEXT");
+  CommonArgs common = parseCommon(parsed.common, /*launchFlags=*/false);
+  const core::Config config = core::Config::fromFile(common.configPath, common.overrides);
+  if (config.model.type != "llama") {
+    TW_THROW(ConfigError, "generate needs model.type: llama, got '", config.model.type, "'");
+  }
+  // The validation split is small; only its shape and vocabulary are needed here.
+  auto data =
+      core::makeDataset(config.data, core::Split::kTest, config.run.seed, config.model.seqLen);
+  auto model = loadModel(config, *data, parsed.checkpoint);
+  auto* llama = dynamic_cast<core::Llama*>(model.get());
+  TW_ASSERT(llama != nullptr, "model.type llama did not build a Llama");
+  const std::string continuation = core::generate(*llama, parsed.prompt, parsed.generate);
+  std::cout << parsed.prompt << continuation << std::endl;
+  return 0;
+}
+
 int commandBench(const std::vector<std::string>& args) {
   if (args.empty() || (args[0] != "comm" && args[0] != "kernels")) {
     throw UsageError("bench needs a benchmark name: comm or kernels");
@@ -276,6 +389,8 @@ int dispatch(const std::vector<std::string>& args) {
   if (command == "train") return commandTrain(rest);
   if (command == "launch") return commandLaunch(rest);
   if (command == "bench") return commandBench(rest);
+  if (command == "eval") return commandEval(rest);
+  if (command == "generate") return commandGenerate(rest);
   if (command == "config-docs") {
     std::cout << core::configReferenceMarkdown();
     return 0;

@@ -25,8 +25,8 @@ namespace thinwire::core {
 enum class Split { kTrain, kTest };
 
 struct Batch {
-  at::Tensor inputs;  // float32, [n, ...sampleShape()]
-  at::Tensor labels;  // int64, [n]
+  at::Tensor inputs;  // float32, [n, ...sampleShape()]; text: int64 tokens [n, T]
+  at::Tensor labels;  // int64, [n]; text: the next token of every position, [n, T]
 };
 
 class Dataset {
@@ -44,10 +44,15 @@ class Dataset {
 };
 
 // Builds the dataset `config.dataset` names: "fashion_mnist" (IdxDataset over config.path,
-// core/data/idx_dataset.h) or "synthetic" (SyntheticDataset generated from `seed`, which the
-// file-backed datasets ignore; core/data/synthetic_dataset.h). Blocking: loads everything into
-// memory. Throws DataError when files are missing, truncated or corrupt (the message names the
-// file and what was wrong), ConfigError for an unknown name or invalid synthetic sizes.
-std::unique_ptr<Dataset> makeDataset(const DataConfig& config, Split split, uint64_t seed);
+// core/data/idx_dataset.h), "synthetic" (SyntheticDataset generated from `seed`, which the
+// file-backed datasets ignore; core/data/synthetic_dataset.h) or "text" (TextDataset over
+// config.path with windows of `seqLen` bytes, which only text uses; core/data/text_dataset.h).
+// Blocking: loads everything into memory. Throws DataError when files are missing, truncated or
+// corrupt (the message names the file and what was wrong), ConfigError for an unknown name or
+// invalid synthetic sizes.
+std::unique_ptr<Dataset> makeDataset(const DataConfig& config,
+                                     Split split,
+                                     uint64_t seed,
+                                     int64_t seqLen = 128);
 
 }  // namespace thinwire::core

@@ -1,10 +1,15 @@
 #include "core/models/model.h"
 
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+
 #include <functional>
 #include <numeric>
 
 #include "base/error.h"
+#include "core/checkpoint.h"
 #include "core/models/cnn.h"
+#include "core/models/llama.h"
 #include "core/models/mlp.h"
 #include "core/models/seeded_init.h"
 
@@ -29,11 +34,46 @@ std::shared_ptr<Model> makeModel(const ModelConfig& config,
     options.hidden = config.cnnHidden;
     options.numClasses = numClasses;
     model = std::make_shared<Cnn>(options);
+  } else if (config.type == "llama") {
+    if (sampleShape.size() != 1 || sampleShape[0] != config.seqLen) {
+      TW_THROW(ConfigError, "model.type llama needs token windows [", config.seqLen,
+               "] (data.dataset: text), got a sample shape of ", sampleShape.size(), " dimensions");
+    }
+    LlamaOptions options;
+    options.vocabulary = numClasses;
+    options.dModel = config.dModel;
+    options.layers = config.layers;
+    options.heads = config.heads;
+    options.maxSeqLen = config.seqLen;
+    options.mlpMultiple = config.mlpMultiple;
+    auto llama = std::make_shared<Llama>(options);
+    llama->initFromSeed(seed);
+    return llama;
   } else {
-    TW_THROW(ConfigError, "model.type must be mlp or cnn, got '", config.type, "'");
+    TW_THROW(ConfigError, "model.type must be mlp, cnn or llama, got '", config.type, "'");
   }
   initParametersFromSeed(*model, seed);
   return model;
+}
+
+void loadModelState(Model& model, const std::string& checkpointDir) {
+  const std::string path = sharedStateFile(checkpointDir);
+  const StateDict state = readStateFile(path);
+  torch::NoGradGuard noGrad;
+  auto load = [&](const std::string& name, at::Tensor target) {
+    const auto found = state.find("model." + name);
+    if (found == state.end()) {
+      TW_THROW(DataError, "checkpoint '", path, "' has no entry 'model.", name,
+               "' (was it written by another model?)");
+    }
+    if (!found->second.sizes().equals(target.sizes())) {
+      TW_THROW(DataError, "checkpoint '", path, "': 'model.", name, "' has shape ",
+               found->second.sizes(), " but the model has ", target.sizes());
+    }
+    target.copy_(found->second);
+  };
+  for (const auto& item : model.named_parameters(true)) load(item.key(), item.value());
+  for (const auto& item : model.named_buffers(true)) load(item.key(), item.value());
 }
 
 }  // namespace thinwire::core

@@ -387,9 +387,9 @@ TEST(ConfigTest, EnumsListTheAllowedValues) {
       configError("optim:\n  name: sdg\n"),
       "cfg.yaml:2: optim.name must be one of sgd|adam|adamw, got 'sdg' (did you mean 'sgd'?)");
   EXPECT_EQ(configError("data:\n  dataset: imagenet\n"),
-            "cfg.yaml:2: data.dataset must be one of fashion_mnist|synthetic, got 'imagenet'");
+            "cfg.yaml:2: data.dataset must be one of fashion_mnist|synthetic|text, got 'imagenet'");
   EXPECT_EQ(configError("model:\n  type: transformer\n"),
-            "cfg.yaml:2: model.type must be one of mlp|cnn, got 'transformer'");
+            "cfg.yaml:2: model.type must be one of mlp|cnn|llama, got 'transformer'");
   EXPECT_EQ(configError("run:\n  log_level: verbose\n"),
             "cfg.yaml:2: run.log_level must be one of debug|info|warn|error|off, got 'verbose'");
   EXPECT_EQ(configError("launch:\n  bind_to: numa\n"),
