@@ -3,6 +3,7 @@
 # machine, then tables in docs/benchmarks.md and PNG plots in docs/benchmarks/ (bench/report.py).
 #
 #   bench/run.sh MATRIX [--steps N] [--repeats R] [--out DIR] [--no-docs] [--networks a,b]
+#                       [--methods a,b]
 #   bench/run.sh MATRIX --from DIR      rewrite the docs (or DIR's report) from an earlier run
 #
 # Matrices:
@@ -18,6 +19,9 @@
 #              + error feedback and with 1-bit sign + error feedback next to thinwire fp32, DDP
 #              (no hook, fp16 hook) and the floor
 #   smoke      fmnist-mlp, 2 ranks, 12 steps, 1 repeat, unthrottled + perhost: checks the harness
+# --networks and --methods run a subset; a matrix's extra methods run only when named there
+# (compression: thinwire-topk-tiny, top-k 0.01 %, what synchronising costs by itself; and
+# thinwire-topk-econtrol).
 #
 # Every (network, method) pair runs --repeats times (default 3), interleaved (rep 1 of every
 # method, then rep 2, ...) so drift on the machine hits all methods alike. Each run is bounded by
@@ -41,18 +45,19 @@ if [[ ${1:-} == __network ]]; then
   exit $?
 fi
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
 [[ $# -ge 1 ]] || { usage >&2; exit 2; }
 [[ $1 == -h || $1 == --help ]] && { usage; exit 0; }
 matrix=$1
 shift
-steps="" repeats="" out="" docs=1 only_networks="" from=""
+steps="" repeats="" out="" docs=1 only_networks="" only_methods="" from=""
 while (($#)); do
   case $1 in
     --steps) steps=${2:?--steps needs a value}; shift 2 ;;
     --repeats) repeats=${2:?--repeats needs a value}; shift 2 ;;
     --out) out=${2:?--out needs a value}; shift 2 ;;
     --networks) only_networks=${2:?--networks needs a value}; shift 2 ;;
+    --methods) only_methods=${2:?--methods needs a value}; shift 2 ;;
     --no-docs) docs=0; shift ;;
     --from) from=${2:?--from needs a results directory}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -60,6 +65,7 @@ while (($#)); do
   esac
 done
 
+extra_methods=()
 case $matrix in
   baseline)
     workload=fmnist-mlp ranks=4 steps=${steps:-60} repeats=${repeats:-3}
@@ -72,7 +78,10 @@ case $matrix in
   compression)
     workload=fmnist-mlp ranks=4 steps=${steps:-60} repeats=${repeats:-3}
     networks=(shared-1gbit perhost-1gbit)
-    methods=(floor thinwire-fp32 thinwire-topk-ef thinwire-sign-ef ddp-none ddp-fp16) ;;
+    methods=(floor thinwire-fp32 thinwire-topk-ef thinwire-sign-ef ddp-none ddp-fp16)
+    # Only with --methods: top-k at 0.01 % + EF sends almost nothing and measures what
+    # synchronising the ranks every step costs by itself.
+    extra_methods=(thinwire-topk-tiny thinwire-topk-econtrol) ;;
   smoke)
     workload=fmnist-mlp ranks=2 steps=${steps:-12} repeats=${repeats:-1}
     networks=(unthrottled perhost-1gbit)
@@ -87,6 +96,13 @@ if [[ -n $only_networks ]]; then
     [[ " ${networks[*]} " == *" $n "* ]] || { echo "bench/run.sh: matrix $matrix has no network '$n' (${networks[*]})" >&2; exit 2; }
   done
   networks=("${wanted[@]}")
+fi
+if [[ -n $only_methods ]]; then
+  IFS=, read -r -a wanted <<<"$only_methods"
+  for m in "${wanted[@]}"; do
+    [[ " ${methods[*]} ${extra_methods[*]} " == *" $m "* ]] || { echo "bench/run.sh: matrix $matrix has no method '$m' (${methods[*]} ${extra_methods[*]})" >&2; exit 2; }
+  done
+  methods=("${wanted[@]}")
 fi
 
 write_report() {  # write_report RESULTS: tables, JSON and plots; into docs/ unless --no-docs
@@ -150,6 +166,7 @@ method_info = {
     "thinwire-fp32": ("thinwire, uncompressed", "thinwire", False),
     "thinwire-topk-ef": ("thinwire, top-k 1 % (sampled threshold, fp16 values) + error feedback", "thinwire", False),
     "thinwire-topk-econtrol": ("thinwire, top-k 1 % (sampled threshold, fp16 values) + EControl", "thinwire", False),
+    "thinwire-topk-tiny": ("thinwire, top-k 0.01 % (sampled threshold, fp16 values) + error feedback: the cost of synchronising at all", "thinwire", False),
     "thinwire-sign-ef": ("thinwire, 1-bit sign (scale per 2048) + error feedback", "thinwire", False),
     "floor": ("compute-only floor (no gradient communication)", "thinwire", True),
     "ddp-none": ("PyTorch DDP (gloo), no hook", "pytorch-ddp", False),

@@ -60,6 +60,7 @@ bench_thinwire_method_args() {
     thinwire-fp32) echo "" ;;
     thinwire-topk-ef) echo "--set compression.method=topk --set compression.ratio=0.01 --set compression.selection=sampled --set compression.fp16_values=true --set compression.feedback=ef --set comm.overlap=on" ;;
     thinwire-topk-econtrol) echo "--set compression.method=topk --set compression.ratio=0.01 --set compression.selection=sampled --set compression.fp16_values=true --set compression.feedback=econtrol --set comm.overlap=on" ;;
+    thinwire-topk-tiny) echo "--set compression.method=topk --set compression.ratio=0.0001 --set compression.selection=sampled --set compression.fp16_values=true --set compression.feedback=ef --set comm.overlap=on" ;;
     thinwire-sign-ef) echo "--set compression.method=sign --set compression.feedback=ef --set comm.overlap=on" ;;
     *) echo "bench/run.sh: unknown thinwire method $1" >&2; return 2 ;;
   esac
