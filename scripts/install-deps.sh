@@ -19,6 +19,7 @@ packages=(
   libbenchmark-dev                     # micro-benchmarks
   dataset-fashion-mnist                # /usr/share/datasets/fashion-mnist
   fortunes                             # plain text for the language-model workload
+  xz-utils                             # the xz -9e baseline of the language-model workload
   iproute2                             # network emulation for benchmarks (ip, tc)
   python3-torch python3-matplotlib     # benchmark peer (PyTorch DDP), reports and plots
   ${THINWIRE_DEPS_EXTRA:-}
