@@ -5,6 +5,8 @@
 #   mpi        real mpiexec -n 1..7 (needs Open MPI)
 #   fault      kills a rank of a real mpirun job; the others must fail fast
 #   netem      multi-host launches over emulated networks (root, iproute2, network namespaces)
+#   slurm      a one-node SLURM cluster runs launch/slurm/train.sbatch (root, network
+#              namespaces; installs slurm-wlm and munge when missing)
 # A tier whose requirements are missing is reported as not run; it never counts as passed.
 #   scripts/test.sh [extra ctest args]      e.g. -R Config
 set -euo pipefail
@@ -23,13 +25,13 @@ netem_probe=twnet$$-probe
 if [[ $(id -u) -ne 0 ]]; then
   echo "test.sh: not root: the netem tier (network namespaces) does not run" >&2
 elif ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
-  echo "test.sh: iproute2 (ip, tc) missing: the netem tier does not run" >&2
+  echo "test.sh: iproute2 (ip, tc) missing: the netem and slurm tiers do not run" >&2
 elif ! command -v mpiexec >/dev/null; then
-  echo "test.sh: mpiexec missing: the netem tier does not run" >&2
+  echo "test.sh: mpiexec missing: the netem and slurm tiers do not run" >&2
 elif ! ip netns add "$netem_probe" 2>/dev/null; then
-  echo "test.sh: cannot create a network namespace here: the netem tier does not run" >&2
+  echo "test.sh: cannot create a network namespace here: the netem and slurm tiers do not run" >&2
 else
   ip netns del "$netem_probe"
-  labels+="|netem"
+  labels+="|netem|slurm"
 fi
 ctest --test-dir build/release -L "^($labels)\$" --output-on-failure -j "${THINWIRE_TEST_JOBS:-2}" "$@"
