@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <sstream>
 
@@ -36,6 +38,65 @@ int64_t ringAllreduceBytes(int64_t bytes, int worldSize) {
   return worldSize <= 1 ? 0 : 2 * (worldSize - 1) * bytes / worldSize;
 }
 
+// Payload bytes of PowerSGD's factors P and Q at `rank` (float32, r' = min(rank, rows, cols)).
+int64_t lowRankPayloadBytes(int64_t rows, int64_t cols, int64_t rank) {
+  return 4 * std::min({rank, rows, cols}) * (rows + cols);
+}
+
+// Hands the compressor what it would have been given and adds that p to the L-GreCo window: the
+// fused p = residual + addendScale * addend is split into an explicit sum (recorded) and a
+// compression of p with no addend, which the Compressor contract makes the same operation.
+class AccumulatingCompressor : public Compressor {
+ public:
+  AccumulatingCompressor(Compressor& inner, at::Tensor& window) : inner_(inner), window_(window) {}
+
+  std::string name() const override { return inner_.name(); }
+  void compress(at::Tensor& residual,
+                const at::Tensor& addend,
+                float addendScale,
+                Payload& out,
+                const LayerParams& params) override {
+    if (addend.defined()) residual.add_(addend.view(residual.sizes()), addendScale);
+    window_.add_(residual.view({-1}));
+    inner_.compress(residual, at::Tensor(), 1.0f, out, params);
+  }
+  void decompressAdd(const Payload& payload,
+                     at::Tensor& out,
+                     float alpha,
+                     const LayerParams& params) const override {
+    inner_.decompressAdd(payload, out, alpha, params);
+  }
+  bool isSummable() const override { return inner_.isSummable(); }
+  bool isSparse() const override { return inner_.isSparse(); }
+  int64_t payloadBytes(int64_t numel, const LayerParams& params) const override {
+    return inner_.payloadBytes(numel, params);
+  }
+  int64_t maxPayloadBytes(int64_t numel, const LayerParams& params) const override {
+    return inner_.maxPayloadBytes(numel, params);
+  }
+  int64_t alignment(const LayerParams& params) const override { return inner_.alignment(params); }
+  double deltaHint(int64_t numel, const LayerParams& params) const override {
+    return inner_.deltaHint(numel, params);
+  }
+
+ private:
+  Compressor& inner_;
+  at::Tensor& window_;
+};
+
+// Doubles travel in the int64 broadcast of the choice bit for bit.
+int64_t doubleBits(double value) {
+  int64_t bits = 0;
+  std::memcpy(&bits, &value, sizeof bits);
+  return bits;
+}
+
+double bitsDouble(int64_t bits) {
+  double value = 0;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+
 }  // namespace
 
 double dgcWarmupRatio(double ratio, int64_t warmupEpochs, double epoch) {
@@ -55,6 +116,7 @@ struct CompressionEngine::Layer {
   int64_t encodedStep = -1;  // step whose payload encode() left for exchange(); -1 none
   int64_t numel = 0;
   int64_t rows = 0, cols = 0;  // low rank: matrix view
+  int64_t policyIndex = -1;    // L-GreCo: index among the policy's layers; -1 not set by it
 
   Compressor& sender() { return chunked ? *chunked : *compressor; }
 };
@@ -117,6 +179,50 @@ CompressionEngine::CompressionEngine(std::vector<LayerSpec> layers,
   for (AggregatorKind kind :
        {AggregatorKind::kAllreduce, AggregatorKind::kAllgather, AggregatorKind::kTwoPhase}) {
     aggregators_.push_back(makeAggregator(kind));
+  }
+  if (options_.layerwise.kind == LayerwiseKind::kLGreco) {
+    std::vector<LayerwiseCandidates> candidates;
+    for (size_t l = 0; l < state_.size(); ++l) {
+      Layer& layer = *state_[l];
+      const LayerMethod& method = layer.method;
+      if (method.route == LayerMethod::Route::kCompressed &&
+          method.compressor.kind == CompressorKind::kTopK) {
+        candidates.push_back(
+            layerwiseCandidates(LayerwiseFamily::kTopK, method.params.ratio, options_.layerwise));
+      } else if (method.route == LayerMethod::Route::kCompressed &&
+                 method.compressor.kind == CompressorKind::kQuantize) {
+        candidates.push_back(layerwiseCandidates(LayerwiseFamily::kQuantize, method.params.bits,
+                                                 options_.layerwise));
+      } else if (method.route == LayerMethod::Route::kLowRank) {
+        LayerwiseCandidates c =
+            layerwiseCandidates(LayerwiseFamily::kLowRank, method.lowRank, options_.layerwise);
+        // Ranks whose factors are not worth sending would go dense: not candidates.
+        const double chosen = c.values[c.defaultIndex];
+        std::vector<double> kept;
+        for (double r : c.values) {
+          if (r == chosen || PowerSgd::worthCompressing(layer.rows, layer.cols, static_cast<int>(r),
+                                                        options_.powerSgdMinCompressionRate)) {
+            kept.push_back(r);
+          }
+        }
+        c.values = kept;
+        c.defaultIndex =
+            static_cast<size_t>(std::find(kept.begin(), kept.end(), chosen) - kept.begin());
+        candidates.push_back(std::move(c));
+      } else {
+        continue;
+      }
+      layer.policyIndex = static_cast<int64_t>(participants_.size());
+      participants_.push_back(l);
+    }
+    TW_CHECK(!participants_.empty(),
+             "L-GreCo sets top-k, quantize or PowerSGD layers; this model has none");
+    TW_CHECK(options_.layerwise.warmupSteps >= options_.startStep + options_.layerwise.window,
+             "L-GreCo: warmup_steps (", options_.layerwise.warmupSteps,
+             ") must be >= start_step + window (", options_.startStep, " + ",
+             options_.layerwise.window, ")");
+    policy_ = std::make_unique<LayerwisePolicy>(options_.layerwise, std::move(candidates));
+    applyChoice();
   }
   if (anyLowRank) {
     PowerSgdOptions powerOptions;
@@ -245,11 +351,13 @@ void CompressionEngine::encode(const std::vector<size_t>& layers,
                                const std::vector<at::Tensor>& grads,
                                const StepInfo& step) {
   checkBucket(layers, grads);
+  if (policy_ && step.step != policyStep_) beginStep(step);
   const int worldSize = comm_.worldSize();
   for (const at::Tensor& grad : grads) {
     denseEquivalentBytes_ += ringAllreduceBytes(grad.numel() * 4, worldSize);
   }
   if (step.step < options_.startStep) return;
+  const bool accumulating = accumulateStep_ == step.step;
   Stopwatch encodeClock;
   const bool sampling = options_.errorEvery > 0 && step.step % options_.errorEvery == 0;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -262,9 +370,16 @@ void CompressionEngine::encode(const std::vector<size_t>& layers,
       sampleError(id, grad, params);
       stats_[id].errorSampleStep = step.step;
     }
-    layer.feedback->encode(static_cast<LayerId>(id), grad, layer.sender(), params, step,
-                           layer.payload);
+    if (accumulating && layer.policyIndex >= 0) {
+      AccumulatingCompressor recorder(
+          layer.sender(), policy_->window(static_cast<size_t>(layer.policyIndex), layer.numel));
+      layer.feedback->encode(static_cast<LayerId>(id), grad, recorder, params, step, layer.payload);
+    } else {
+      layer.feedback->encode(static_cast<LayerId>(id), grad, layer.sender(), params, step,
+                             layer.payload);
+    }
     encodedBytes_ += layer.payload.wireBytes();
+    stats_[id].payloadBytes += layer.payload.wireBytes();
     layer.encodedStep = step.step;
   }
   encodeSeconds_ += encodeClock.seconds();
@@ -368,6 +483,19 @@ void CompressionEngine::exchange(const std::vector<size_t>& layers,
   }
 
   if (!lowRank.empty()) {
+    if (accumulateStep_ == step.step) {
+      // L-GreCo window: PowerSGD compensates inside run(), so M = grad + e is formed here from
+      // its residuals (a copy of its state, on the accumulating rank during the window only).
+      const StateDict residuals = powerSgd_->state();
+      for (size_t i : lowRank) {
+        const Layer& layer = *state_[layers[i]];
+        if (layer.policyIndex < 0) continue;
+        at::Tensor& sum = policy_->window(static_cast<size_t>(layer.policyIndex), layer.numel);
+        sum.add_(grads[i].view({-1}));
+        auto found = residuals.find(std::to_string(layers[i]) + ".e");
+        if (found != residuals.end()) sum.add_(found->second.view({-1}));
+      }
+    }
     std::vector<LowRankTask> tasks;
     for (size_t i : lowRank) {
       const size_t id = layers[i];
@@ -383,6 +511,8 @@ void CompressionEngine::exchange(const std::vector<size_t>& layers,
       const size_t id = layers[lowRank[t]];
       stats_[id].bytesSent += tasks[t].bytesSent;
       exchangedBytes_ += tasks[t].bytesSent * worldSize / std::max(1, 2 * (worldSize - 1));
+      const Layer& layer = *state_[id];
+      stats_[id].payloadBytes += lowRankPayloadBytes(layer.rows, layer.cols, tasks[t].rank);
     }
   }
 }
@@ -411,6 +541,7 @@ StateDict CompressionEngine::state() const {
                     "aggregator." + toString(static_cast<AggregatorKind>(k)));
   }
   if (powerSgd_) mergeWithPrefix(state, powerSgd_->state(), "powersgd");
+  if (policy_) mergeWithPrefix(state, policy_->state(), "layerwise");
   return state;
 }
 
@@ -430,6 +561,171 @@ void CompressionEngine::loadState(const StateDict& state) {
         extractPrefix(state, "aggregator." + toString(static_cast<AggregatorKind>(k))));
   }
   if (powerSgd_) powerSgd_->loadState(extractPrefix(state, "powersgd"));
+  if (policy_) {
+    policy_->loadState(extractPrefix(state, "layerwise"));
+    applyChoice();
+  }
+}
+
+// Note [L-GreCo protocol]
+// Everything happens in the first encode() of a step, on the encoding thread: the previous step's
+// exchanges have all completed (the trainer waits for them before the optimizer step) and this
+// step's first exchange waits for this encode, so the broadcast below is the only collective in
+// flight and parameters change between steps, never inside one.
+//   - At a solve step, rank 0 measures every policy layer's candidates on its window (the sums
+//     of the compensated gradients of the `window` steps before) and solves; the choice, with
+//     the report, is broadcast (int64, doubles bit-cast) and every rank applies it to its layer
+//     methods before encoding this step. All ranks then clear their window.
+//   - In the `window` steps before a solve, rank 0 adds what each policy layer's compressor is
+//     given (AccumulatingCompressor; PowerSGD: grad + e in exchange()) to the window.
+// Only rank 0 measures, so only it keeps a window; the other ranks' state has none.
+void CompressionEngine::beginStep(const StepInfo& step) {
+  policyStep_ = step.step;
+  if (step.step >= options_.startStep) ++compressedSteps_;
+  if (policy_->solvesAt(step.step)) resolve(step);
+  if (comm_.rank() == 0 && step.step >= options_.startStep && policy_->accumulatesAt(step.step)) {
+    accumulateStep_ = step.step;
+    policy_->countWindowStep();
+  }
+}
+
+void CompressionEngine::resolve(const StepInfo& step) {
+  const size_t count = policy_->size();
+  // [choice..., valid, feasible, size, default size, error bits, default error bits]
+  at::Tensor message = at::zeros({static_cast<int64_t>(count) + 6}, at::kLong);
+  int64_t* m = message.data_ptr<int64_t>();
+  if (comm_.rank() == 0 && policy_->windowSteps() > 0) {
+    std::vector<std::vector<int64_t>> sizes(count);
+    std::vector<std::vector<double>> errors(count);
+    for (size_t p = 0; p < count; ++p) measure(p, step, sizes[p], errors[p]);
+    const LayerwiseSolution solution = policy_->solve(sizes, errors);
+    for (size_t p = 0; p < count; ++p) m[p] = static_cast<int64_t>(solution.choice[p]);
+    m[count] = 1;
+    m[count + 1] = solution.feasible ? 1 : 0;
+    m[count + 2] = solution.size;
+    m[count + 3] = solution.defaultSize;
+    m[count + 4] = doubleBits(solution.error);
+    m[count + 5] = doubleBits(solution.defaultError);
+  }
+  if (comm_.worldSize() > 1) {
+    comm_.broadcast(message, {.root = 0})->wait(options_.timeout);
+  }
+  policy_->clearWindow();
+  if (m[count] == 0) return;  // nothing accumulated (a window before start_step): keep
+  std::vector<size_t> choice(count);
+  for (size_t p = 0; p < count; ++p) choice[p] = static_cast<size_t>(m[p]);
+  LayerwiseReport report;
+  report.solves = policy_->report().solves + 1;
+  report.lastSolveStep = step.step;
+  report.feasible = m[count + 1] != 0;
+  report.predictedBytes = m[count + 2];
+  report.defaultBytes = m[count + 3];
+  report.predictedError = bitsDouble(m[count + 4]);
+  report.defaultError = bitsDouble(m[count + 5]);
+  policy_->apply(choice, report);
+  applyChoice();
+  bytesAtSolve_ = participantBytes();
+  stepsAtSolve_ = compressedSteps_ - (step.step >= options_.startStep ? 1 : 0);
+}
+
+void CompressionEngine::measure(size_t participant,
+                                const StepInfo& step,
+                                std::vector<int64_t>& sizes,
+                                std::vector<double>& errors) {
+  const size_t id = participants_[participant];
+  Layer& layer = *state_[id];
+  const LayerwiseCandidates& candidates = policy_->candidates(participant);
+  const at::Tensor& window = policy_->windowOf(participant);
+  const at::Tensor sum = window.defined() ? window : at::zeros({layer.numel}, at::kFloat);
+  const uint64_t seed = mix(mix(options_.seed ^ 0x6c677265636fULL, step.step), id);
+  if (candidates.family == LayerwiseFamily::kLowRank) {
+    const int64_t maxRank = static_cast<int64_t>(candidates.values.back());
+    const std::vector<double> lowRank = lowRankErrors(sum.view({layer.rows, layer.cols}), maxRank,
+                                                      options_.layerwise.errorIterations, seed);
+    const int64_t cap = std::min(layer.rows, layer.cols);
+    for (double value : candidates.values) {
+      const int64_t r = static_cast<int64_t>(value);
+      // A rank above min(rows, cols) sends no more than the cap; one extra byte makes the
+      // solver prefer the true rank.
+      sizes.push_back(lowRankPayloadBytes(layer.rows, layer.cols, r) + (r > cap ? 1 : 0));
+      errors.push_back(lowRank[static_cast<size_t>(r)]);
+    }
+    return;
+  }
+  if (errorScratch_.numel() < layer.numel) errorScratch_ = at::empty({layer.numel}, at::kFloat);
+  at::Tensor scratch = errorScratch_.narrow(0, 0, layer.numel);
+  Payload payload;
+  for (double value : candidates.values) {
+    LayerParams params = layer.method.params;
+    if (candidates.family == LayerwiseFamily::kTopK) params.ratio = value;
+    if (candidates.family == LayerwiseFamily::kQuantize) params.bits = static_cast<int>(value);
+    params.seed = seed;
+    params.rankSeed = mix(seed, 1);
+    scratch.copy_(sum);
+    layer.compressor->compress(scratch, at::Tensor(), 1.0f, payload, params);
+    sizes.push_back(payload.wireBytes());
+    errors.push_back(scratch.to(at::kDouble).pow(2).sum().item<double>());
+  }
+}
+
+void CompressionEngine::applyChoice() {
+  for (size_t p = 0; p < participants_.size(); ++p) {
+    Layer& layer = *state_[participants_[p]];
+    const LayerwiseFamily family = policy_->candidates(p).family;
+    const double value = policy_->value(p);
+    switch (family) {
+      case LayerwiseFamily::kTopK:
+        layer.method.params.ratio = value;
+        break;
+      case LayerwiseFamily::kQuantize:
+        layer.method.params.bits = static_cast<int>(value);
+        break;
+      case LayerwiseFamily::kLowRank:
+        layer.method.lowRank = static_cast<int>(value);
+        break;
+    }
+    stats_[participants_[p]].setting = describeSetting(family, value);
+  }
+}
+
+int64_t CompressionEngine::participantBytes() const {
+  int64_t total = 0;
+  for (size_t id : participants_) total += stats_[id].payloadBytes;
+  return total;
+}
+
+LayerwiseStatus CompressionEngine::layerwiseStatus() const {
+  TW_CHECK(policy_ != nullptr, "CompressionEngine::layerwiseStatus: no L-GreCo policy");
+  LayerwiseStatus status;
+  status.report = policy_->report();
+  for (size_t p = 0; p < participants_.size(); ++p) {
+    const size_t id = participants_[p];
+    const Layer& layer = *state_[id];
+    status.layers.push_back(layers_[id].name);
+    status.settings.push_back(stats_[id].setting);
+    const LayerwiseCandidates& c = policy_->candidates(p);
+    const double value = c.values[c.defaultIndex];
+    switch (c.family) {
+      case LayerwiseFamily::kTopK:
+      case LayerwiseFamily::kQuantize: {
+        LayerParams params = layer.method.params;
+        if (c.family == LayerwiseFamily::kTopK) params.ratio = value;
+        if (c.family == LayerwiseFamily::kQuantize) params.bits = static_cast<int>(value);
+        status.uniformBytesPerStep += layer.compressor->maxPayloadBytes(layer.numel, params);
+        break;
+      }
+      case LayerwiseFamily::kLowRank:
+        status.uniformBytesPerStep +=
+            lowRankPayloadBytes(layer.rows, layer.cols, static_cast<int64_t>(value));
+        break;
+    }
+  }
+  const int64_t steps = compressedSteps_ - stepsAtSolve_;
+  if (steps > 0) {
+    status.measuredBytesPerStep =
+        static_cast<double>(participantBytes() - bytesAtSolve_) / static_cast<double>(steps);
+  }
+  return status;
 }
 
 }  // namespace thinwire::compressors

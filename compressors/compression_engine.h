@@ -13,6 +13,11 @@
 // in that fixed order, so every rank issues the same collectives (Note [Collective contract]).
 // Before `startStep` every layer is averaged uncompressed.
 //
+// Layer-wise settings: with `layerwise.kind = kLGreco` the top-k density, the quantizer's bits or
+// the PowerSGD rank of each compressed layer is re-chosen every `adjustEvery` steps by L-GreCo
+// (layerwise_policy.h, Note [L-GreCo protocol]): rank 0 solves, the choice is broadcast in the
+// first encode() of the step it takes effect at, identically on every rank.
+//
 // Shared randomness (random-k positions, PowerSGD's Q) is seeded from (seed, step, layer), private
 // randomness (stochastic rounding, sample positions) from (seed, step, layer, rank): a resumed run
 // draws exactly what the uninterrupted one drew.
@@ -46,6 +51,7 @@
 #include "compressors/aggregator.h"
 #include "compressors/compressor.h"
 #include "compressors/feedback.h"
+#include "compressors/layerwise_policy.h"
 
 namespace thinwire::compressors {
 
@@ -77,6 +83,9 @@ struct CompressionEngineOptions {
   int64_t errorEvery = 0;  // relative-error sampling period in steps; 0 = never
   uint64_t seed = 0;       // base of shared and private randomness
   std::chrono::milliseconds timeout = comm::kDefaultTimeout;
+  // Uniform (the methods above as they are) or L-GreCo over the top-k, quantize and PowerSGD
+  // layers; warmupSteps must be >= startStep + window.
+  LayerwisePolicyOptions layerwise;
 };
 
 struct LayerStats {
@@ -84,6 +93,21 @@ struct LayerStats {
   int64_t bytesSent = 0;      // wire bytes this rank sent for the layer, cumulative
   double relativeError = -1;  // last sampled ||C(g) - g||^2 / ||g||^2; -1 before the first sample
   int64_t errorSampleStep = -1;
+  int64_t payloadBytes = 0;  // compressed bytes this rank produced for the layer, cumulative
+  std::string setting;       // L-GreCo layers: the parameter in force, e.g. "ratio=0.0025"
+};
+
+// What the layer-wise policy decided, identical on every rank (see LayerwiseReport).
+struct LayerwiseStatus {
+  LayerwiseReport report;
+  std::vector<std::string> layers;    // names of the layers the policy sets
+  std::vector<std::string> settings;  // their parameters in force
+  // Payload bytes per step of those layers measured since the last solve (since the first
+  // compressed step before it); -1 before any compressed step.
+  double measuredBytesPerStep = -1;
+  // Payload bytes per step of those layers at the uniform defaults (exact for fixed-size
+  // payloads; sampled top-k: its upper bound).
+  int64_t uniformBytesPerStep = 0;
 };
 
 // DGC's exponential sparsity warm-up (specs §1.2): the kept fraction in (fractional) epoch
@@ -142,7 +166,13 @@ class CompressionEngine {
   // One line per route with the layers using it, for the trainer's start-up log.
   std::string describe() const;
 
-  // Per-rank state (feedback memories, server errors, PowerSGD factors): bit-exact resume.
+  // True when an L-GreCo policy sets some layers' parameters.
+  bool adaptive() const { return policy_ != nullptr; }
+  // The policy's current decision; read between steps. Throws InvalidArgument unless adaptive().
+  LayerwiseStatus layerwiseStatus() const;
+
+  // Per-rank state (feedback memories, server errors, PowerSGD factors, the L-GreCo choice and
+  // window): bit-exact resume.
   StateDict state() const;
   // Throws DataError when an entry is missing or has another size.
   void loadState(const StateDict& state);
@@ -155,6 +185,15 @@ class CompressionEngine {
                  const at::Tensor& flat);
   LayerParams paramsAt(size_t layer, const StepInfo& step) const;
   void sampleError(size_t layer, const at::Tensor& grad, const LayerParams& params);
+  // L-GreCo: the per-step work at the first encode() of `step` (Note [L-GreCo protocol]).
+  void beginStep(const StepInfo& step);
+  void resolve(const StepInfo& step);
+  void measure(size_t participant,
+               const StepInfo& step,
+               std::vector<int64_t>& sizes,
+               std::vector<double>& errors);
+  void applyChoice();
+  int64_t participantBytes() const;
 
   std::vector<LayerSpec> layers_;
   comm::Communicator& comm_;
@@ -173,6 +212,15 @@ class CompressionEngine {
   std::unique_ptr<Compressor> riderChunked_;   // the same, cut per destination (two-phase)
   at::Tensor denseScratch_;
   at::Tensor errorScratch_;
+  // L-GreCo (null when uniform). Written by the first encode() of a step, while no exchange()
+  // runs; the low-rank windows are fed by exchange().
+  std::unique_ptr<LayerwisePolicy> policy_;
+  std::vector<size_t> participants_;  // engine layer of each policy layer
+  int64_t policyStep_ = -1;           // last step beginStep() ran for
+  int64_t accumulateStep_ = -1;       // step whose compensated gradients feed the window
+  int64_t compressedSteps_ = 0;       // steps at or after startStep seen by beginStep()
+  int64_t bytesAtSolve_ = 0;          // participantBytes() at the last solve
+  int64_t stepsAtSolve_ = 0;          // compressedSteps_ at the last solve
 };
 
 }  // namespace thinwire::compressors

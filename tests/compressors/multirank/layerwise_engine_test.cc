@@ -1,0 +1,132 @@
+// CompressionEngine with an L-GreCo policy on threads-as-ranks: every rank holds the same
+// settings after every re-solve (top-k, quantize, PowerSGD), the averaged gradients stay
+// identical across ranks, and a resume from a checkpoint taken inside a window is bit-exact.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "comm/local/local_communicator.h"
+#include "compressors/compression_engine.h"
+#include "tests/compressors/layerwise_cases.h"
+#include "tests/testing/local_ranks.h"
+
+namespace thinwire::compressors {
+namespace {
+
+using testing::layerwiseGradient;
+using testing::layerwiseLayers;
+using testing::layerwiseOptions;
+using ::thinwire::testing::runOnEveryRank;
+
+class LayerwiseEngineTest : public ::testing::TestWithParam<LayerwiseFamily> {};
+
+TEST_P(LayerwiseEngineTest, AllRanksHoldTheSameSettingsAfterEverySolve) {
+  auto world = comm::makeLocalWorld(4);
+  runOnEveryRank(world, [&](comm::Communicator& comm) {
+    EXPECT_EQ(testing::runLayerwiseAgreement(comm, GetParam(), 16), 3);  // solves at 6, 10, 14
+  });
+}
+
+struct Trace {
+  std::vector<std::vector<at::Tensor>> outputs;    // [step][layer], rank 0
+  std::vector<std::vector<std::string>> settings;  // [step], rank 0
+  std::vector<StateDict> states;                   // per rank, after the last step
+};
+
+Trace runSteps(const CompressionEngineOptions& options,
+               int ranks,
+               int64_t first,
+               int64_t last,
+               const std::vector<StateDict>* restore) {
+  auto world = comm::makeLocalWorld(ranks);
+  Trace trace;
+  trace.states.resize(static_cast<size_t>(ranks));
+  runOnEveryRank(world, [&](comm::Communicator& comm) {
+    CompressionEngine engine(layerwiseLayers(), comm, options);
+    if (restore) engine.loadState((*restore)[static_cast<size_t>(comm.rank())]);
+    for (int64_t s = first; s < last; ++s) {
+      std::vector<at::Tensor> grads;
+      std::vector<size_t> ids;
+      for (size_t l = 0; l < engine.layers().size(); ++l) {
+        grads.push_back(layerwiseGradient(comm.rank(), l, s));
+        ids.push_back(l);
+      }
+      engine.sync(ids, grads, at::Tensor(), {.step = s, .lr = 0.1, .worldSize = comm.worldSize()});
+      if (comm.rank() == 0) {
+        trace.outputs.push_back(grads);
+        trace.settings.push_back(engine.layerwiseStatus().settings);
+      }
+    }
+    trace.states[static_cast<size_t>(comm.rank())] = engine.state();
+  });
+  return trace;
+}
+
+TEST_P(LayerwiseEngineTest, ResumeInsideAWindowIsBitExact) {
+  const CompressionEngineOptions options = layerwiseOptions(GetParam());
+  const int ranks = 3;
+  const Trace whole = runSteps(options, ranks, 0, 16, nullptr);
+  // Step 8 lies inside the window (7-9) of the solve at 10: the checkpoint carries a partial sum.
+  const Trace before = runSteps(options, ranks, 0, 8, nullptr);
+  EXPECT_EQ(before.states[0].count("layerwise.window_steps"), 1u);
+  EXPECT_EQ(before.states[0].at("layerwise.window_steps").item<int64_t>(), 1);
+  EXPECT_EQ(before.states[0].count("layerwise.window.0"), 1u);
+  const Trace after = runSteps(options, ranks, 8, 16, &before.states);
+  ASSERT_EQ(after.outputs.size(), 8u);
+  for (size_t s = 0; s < after.outputs.size(); ++s) {
+    EXPECT_EQ(after.settings[s], whole.settings[s + 8]) << "step " << s + 8;
+    for (size_t l = 0; l < after.outputs[s].size(); ++l) {
+      EXPECT_TRUE(after.outputs[s][l].equal(whole.outputs[s + 8][l]))
+          << "step " << s + 8 << " layer " << l;
+    }
+  }
+  for (int r = 0; r < ranks; ++r) {
+    const StateDict& a = whole.states[static_cast<size_t>(r)];
+    const StateDict& b = after.states[static_cast<size_t>(r)];
+    ASSERT_EQ(a.size(), b.size()) << "rank " << r;
+    for (const auto& [key, tensor] : a) {
+      ASSERT_EQ(b.count(key), 1u) << key;
+      EXPECT_TRUE(tensor.equal(b.at(key))) << "rank " << r << " " << key;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families,
+                         LayerwiseEngineTest,
+                         ::testing::Values(LayerwiseFamily::kTopK,
+                                           LayerwiseFamily::kQuantize,
+                                           LayerwiseFamily::kLowRank),
+                         [](const ::testing::TestParamInfo<LayerwiseFamily>& info) {
+                           switch (info.param) {
+                             case LayerwiseFamily::kTopK:
+                               return std::string("TopK");
+                             case LayerwiseFamily::kQuantize:
+                               return std::string("Quantize");
+                             case LayerwiseFamily::kLowRank:
+                               return std::string("PowerSgd");
+                           }
+                           return std::string("Unknown");
+                         });
+
+TEST(LayerwiseEngineOptionsTest, RejectsAWindowBeforeCompressionStarts) {
+  auto world = comm::makeLocalWorld(1);
+  CompressionEngineOptions options = layerwiseOptions(LayerwiseFamily::kTopK);
+  options.startStep = 5;  // window 3-5 of the first solve at 6 would start before step 5
+  EXPECT_THROW(CompressionEngine(layerwiseLayers(), *world[0], options), InvalidArgument);
+  options.startStep = 3;
+  EXPECT_NO_THROW(CompressionEngine(layerwiseLayers(), *world[0], options));
+}
+
+TEST(LayerwiseEngineOptionsTest, UniformPolicyIsNotAdaptive) {
+  auto world = comm::makeLocalWorld(1);
+  CompressionEngineOptions options = layerwiseOptions(LayerwiseFamily::kTopK);
+  options.layerwise.kind = LayerwiseKind::kUniform;
+  CompressionEngine engine(layerwiseLayers(), *world[0], options);
+  EXPECT_FALSE(engine.adaptive());
+  EXPECT_EQ(engine.state().count("layerwise.choice"), 0u);
+  EXPECT_THROW(engine.layerwiseStatus(), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace thinwire::compressors
