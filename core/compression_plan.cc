@@ -93,6 +93,18 @@ compressors::CompressionEngineOptions compressionPlan(
   options.errorEvery = base.errorEvery;
   options.seed = config.run.seed;
   options.timeout = timeout;
+  compressors::LayerwisePolicyOptions& layerwise = options.layerwise;
+  layerwise.kind = compressors::parseLayerwiseKind(base.policy);
+  layerwise.alpha = base.lgreco.alpha;
+  layerwise.window = base.lgreco.window;
+  layerwise.warmupSteps = base.lgreco.warmupSteps;
+  layerwise.adjustEvery = base.lgreco.adjustEvery;
+  layerwise.buckets = base.lgreco.buckets;
+  layerwise.densityFactor = base.lgreco.densityFactor;
+  layerwise.densitySteps = base.lgreco.densitySteps;
+  layerwise.bits = base.lgreco.bits;
+  layerwise.rankLow = base.lgreco.rankLow;
+  layerwise.rankHigh = base.lgreco.rankHigh;
   return options;
 }
 

@@ -121,6 +121,9 @@ const std::vector<SectionSpec>& sections() {
        "convergent (feedback) and how messages are combined (aggregator). See "
        "docs/compression.md."},
       {"compression.dgc", "Deep Gradient Compression (`feedback: dgc`, with `method: topk`)."},
+      {"compression.lgreco",
+       "L-GreCo layer-wise adaptive compression (`policy: lgreco`): per-layer top-k density, "
+       "quantizer bits or PowerSGD rank chosen under an error budget (docs/benchmarks.md)."},
       {"launch", "How `thinwire launch` starts the ranks (mpirun or srun)."},
   };
   return kSections;
@@ -545,6 +548,72 @@ std::vector<KeySpec> buildSchema() {
       "Per-layer settings: each entry is `GLOB key=value ...`; a parameter whose name matches "
       "GLOB (fnmatch, e.g. `layers.0.*`, `*.bias`) uses these compression keys instead, later "
       "entries win. Example: `\"layers.2.* method=none\"`."));
+  s.push_back(KeySpec(
+                  "compression.policy", [](Config& c) -> FieldRef { return &c.compression.policy; },
+                  "Per-layer settings: `uniform` uses the keys above for every layer; `lgreco` "
+                  "re-chooses each compressed layer's `ratio` (topk), `bits` (quantize) or "
+                  "`rank` (powersgd) every `lgreco.adjust_every` steps to minimise the bytes "
+                  "sent while the total squared compression error stays within `lgreco.alpha` "
+                  "times that of the uniform setting.")
+                  .oneOf({"uniform", "lgreco"}));
+  s.push_back(KeySpec(
+                  "compression.lgreco.alpha",
+                  [](Config& c) -> FieldRef { return &c.compression.lgreco.alpha; },
+                  "Error budget: total squared error <= alpha x the uniform setting's, measured "
+                  "on the accumulated gradients of the window. 1 never does worse than uniform.")
+                  .above(0));
+  s.push_back(KeySpec(
+                  "compression.lgreco.window",
+                  [](Config& c) -> FieldRef { return &c.compression.lgreco.window; },
+                  "Steps whose error-feedback-compensated gradients are summed (on rank 0) "
+                  "before each solve.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "compression.lgreco.warmup_steps",
+                  [](Config& c) -> FieldRef { return &c.compression.lgreco.warmupSteps; },
+                  "Step of the first solve (the uniform setting runs until then); at least "
+                  "`start_step` + `window`.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "compression.lgreco.adjust_every",
+                  [](Config& c) -> FieldRef { return &c.compression.lgreco.adjustEvery; },
+                  "Steps between two solves; at least `window`.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "compression.lgreco.buckets",
+                  [](Config& c) -> FieldRef { return &c.compression.lgreco.buckets; },
+                  "Resolution of the solver's error axis; the chosen error may exceed the budget "
+                  "by at most layers / buckets of it.")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "compression.lgreco.density_factor",
+                  [](Config& c) -> FieldRef { return &c.compression.lgreco.densityFactor; },
+                  "topk candidates: ratio x density_factor^j for j = -density_steps.."
+                  "density_steps (capped at 1).")
+                  .above(1));
+  s.push_back(KeySpec(
+                  "compression.lgreco.density_steps",
+                  [](Config& c) -> FieldRef { return &c.compression.lgreco.densitySteps; },
+                  "topk candidates on each side of `ratio`.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "compression.lgreco.bits",
+                  [](Config& c) -> FieldRef { return &c.compression.lgreco.bits; },
+                  "quantize candidates (bits per element; `bits` is always one).")
+                  .atLeast(2)
+                  .atMost(8));
+  s.push_back(KeySpec(
+                  "compression.lgreco.rank_low",
+                  [](Config& c) -> FieldRef { return &c.compression.lgreco.rankLow; },
+                  "powersgd candidates: every rank from max(1, floor(rank_low x rank)) ...")
+                  .above(0)
+                  .atMost(1));
+  s.push_back(KeySpec(
+                  "compression.lgreco.rank_high",
+                  [](Config& c) -> FieldRef { return &c.compression.lgreco.rankHigh; },
+                  "... to ceil(rank_high x rank) (ranks whose factors are not "
+                  "`min_compression_rate` times smaller are left out).")
+                  .atLeast(1));
   // launch
   s.push_back(KeySpec(
                   "launch.ranks", [](Config& c) -> FieldRef { return &c.launch.ranks; },
@@ -1080,6 +1149,30 @@ struct Parser {
     }
   }
 
+  void checkLgreco(const Config& c) {
+    const CompressionConfig& cc = c.compression;
+    if (cc.policy != "lgreco") return;
+    if (cc.method != "topk" && cc.method != "quantize" && cc.method != "powersgd") {
+      fail(blame("compression.policy", "compression.method"), "compression.policy",
+           "lgreco sets the ratio of topk, the bits of quantize or the rank of powersgd; "
+           "got method: " +
+               cc.method);
+    }
+    if (cc.lgreco.warmupSteps < cc.startStep + cc.lgreco.window) {
+      fail(blame("compression.lgreco.warmup_steps", "compression.lgreco.window"),
+           "compression.lgreco.warmup_steps",
+           "must be >= compression.start_step + compression.lgreco.window (" +
+               std::to_string(cc.startStep + cc.lgreco.window) + "), got " +
+               std::to_string(cc.lgreco.warmupSteps));
+    }
+    if (cc.lgreco.adjustEvery < cc.lgreco.window) {
+      fail(blame("compression.lgreco.adjust_every", "compression.lgreco.window"),
+           "compression.lgreco.adjust_every",
+           "must be >= compression.lgreco.window (" + std::to_string(cc.lgreco.window) + "), got " +
+               std::to_string(cc.lgreco.adjustEvery));
+    }
+  }
+
   void checkOverrides() {
     const std::vector<std::string>& entries = config.compression.overrides;
     const Origin origin = originOf("compression.overrides");
@@ -1107,6 +1200,7 @@ struct Parser {
   void crossCheck() {
     const Config& c = config;
     checkCompression(c.compression, originOf("compression.method"), "compression");
+    checkLgreco(c);
     checkOverrides();
     if (c.model.channels.size() != 2) {
       fail(originOf("model.channels"), "model.channels",

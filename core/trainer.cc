@@ -193,17 +193,45 @@ struct Trainer::State {
     JsonRecord layers;
     const auto& stats = engine->layerStats();
     for (size_t l = 0; l < stats.size(); ++l) {
-      layers.add(engine->layers()[l].name, JsonRecord()
-                                               .add("route", stats[l].route)
-                                               .add("bytes_sent", stats[l].bytesSent)
-                                               .add("relative_error", stats[l].relativeError));
+      JsonRecord layer = JsonRecord()
+                             .add("route", stats[l].route)
+                             .add("bytes_sent", stats[l].bytesSent)
+                             .add("relative_error", stats[l].relativeError);
+      if (!stats[l].setting.empty()) layer.add("setting", stats[l].setting);
+      layers.add(engine->layers()[l].name, layer);
     }
+    JsonRecord record = JsonRecord()
+                            .add("kind", "compression")
+                            .add("step", step)
+                            .add("wire_bytes", engine->bytesSent())
+                            .add("dense_equivalent_bytes", engine->denseEquivalentBytes())
+                            .add("layers", layers);
+    if (engine->adaptive()) record.add("layerwise", layerwiseRecord());
+    return record;
+  }
+
+  // L-GreCo's decision: per-layer settings, predicted and measured payload bytes per step of the
+  // layers it sets, and the total squared error of the choice against the uniform setting's (on
+  // the last solve's window).
+  JsonRecord layerwiseRecord() const {
+    const compressors::LayerwiseStatus status = engine->layerwiseStatus();
+    JsonRecord settings;
+    for (size_t l = 0; l < status.layers.size(); ++l) {
+      settings.add(status.layers[l], status.settings[l]);
+    }
+    const compressors::LayerwiseReport& r = status.report;
     return JsonRecord()
-        .add("kind", "compression")
-        .add("step", step)
-        .add("wire_bytes", engine->bytesSent())
-        .add("dense_equivalent_bytes", engine->denseEquivalentBytes())
-        .add("layers", layers);
+        .add("solves", r.solves)
+        .add("last_solve_step", r.lastSolveStep)
+        .add("feasible", r.feasible)
+        .add("settings", settings)
+        .add("predicted_bytes_per_step",
+             r.solves > 0 ? r.predictedBytes : status.uniformBytesPerStep)
+        .add("uniform_bytes_per_step", status.uniformBytesPerStep)
+        .add("measured_bytes_per_step", status.measuredBytesPerStep)
+        .add("error", r.predictedError)
+        .add("uniform_error", r.defaultError)
+        .add("error_vs_uniform", r.defaultError > 0 ? r.predictedError / r.defaultError : 1.0);
   }
 
   // Returns the step to continue from (0 for a fresh start).
@@ -411,6 +439,7 @@ JsonRecord Trainer::summaryRecord(const TrainResult& result, double wallSeconds)
       .add("wire_bytes_per_rank", result.sync.wireBytes)
       .add("wall_s", wallSeconds);
   if (!result.evals.empty() && result.evals.back().text) record.add("text", textSummary(result));
+  if (s.engine && s.engine->adaptive()) record.add("layerwise", s.layerwiseRecord());
   return record;
 }
 
@@ -523,6 +552,19 @@ TrainResult Trainer::run() {
 
     const int64_t done = step + 1;
     const bool last = done == lastStep;
+    if (leader && s.engine && s.engine->adaptive() &&
+        s.engine->layerwiseStatus().report.lastSolveStep == step) {
+      metrics.write(s.layerwiseRecord().add("kind", "layerwise").add("step", done));
+      const compressors::LayerwiseStatus status = s.engine->layerwiseStatus();
+      std::string settings;
+      for (size_t l = 0; l < status.layers.size(); ++l) {
+        settings += (l ? ", " : "") + status.layers[l] + " " + status.settings[l];
+      }
+      s.log.info("L-GreCo at step ", step, ": ", settings, "; ", status.report.predictedBytes,
+                 " payload bytes per step (uniform ", status.uniformBytesPerStep, "), error ",
+                 status.report.predictedError / std::max(status.report.defaultError, 1e-300),
+                 " x uniform");
+    }
     if (done % config.run.logEvery == 0 || last) {
       std::vector<double> totals = s.sumOverRanks({lossSum, correctSum, seenSum});
       StepRecord record{
