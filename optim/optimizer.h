@@ -17,11 +17,17 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "base/state_dict.h"
+
+namespace thinwire::comm {
+class Communicator;
+}  // namespace thinwire::comm
 
 namespace thinwire::optim {
 
@@ -35,7 +41,7 @@ struct NamedParameter {
 // optimizer's own collectives (1-bit Adam after its warm-up).
 enum class SyncMode { kTrainerAverages, kOptimizerOwned };
 
-enum class OptimizerKind { kSgd, kAdam, kAdamW };
+enum class OptimizerKind { kSgd, kAdam, kAdamW, kOneBitAdam };
 
 struct OptimizerOptions {
   OptimizerKind kind = OptimizerKind::kSgd;
@@ -44,7 +50,21 @@ struct OptimizerOptions {
   double weightDecay = 0.0;  // SGD/Adam: L2 added to the gradient; AdamW: decoupled decay
   double beta1 = 0.9;        // Adam/AdamW
   double beta2 = 0.999;      // Adam/AdamW
-  double eps = 1e-8;         // Adam/AdamW
+  double eps = 1e-8;         // Adam/AdamW/1-bit Adam
+  // 1-bit Adam (optim/one_bit_adam.h): Adam steps before the variance is frozen (>= 1).
+  int64_t freezeStep = 100000;
+  bool biasCorrection = true;  // 1-bit Adam: torch-style bias correction (see one_bit_adam.h)
+  bool momentumMask = true;    // 1-bit Adam: never-updated elements stay out of the compression
+  // 1-bit Adam: the group its compressed momentum allreduce runs on (borrowed, must outlive the
+  // optimizer; required for kOneBitAdam, ignored by the others), and the bound on each wait.
+  comm::Communicator* communicator = nullptr;
+  std::chrono::milliseconds commTimeout{std::chrono::seconds(300)};
+};
+
+// Bytes an optimizer that owns communication (SyncMode::kOptimizerOwned) sent since construction.
+struct OptimizerCommStats {
+  int64_t bytesSent = 0;  // payload bytes handed to the communicator
+  int64_t wireBytes = 0;  // bytes this rank sent on the wire (ring formulas, specs §0)
 };
 
 class Optimizer {
@@ -63,7 +83,13 @@ class Optimizer {
   // nothing, when the optimizer cannot step in parts (it couples parameters).
   virtual bool stepParameters(double lr, const std::vector<size_t>& indices) { return false; }
 
+  // Who communicates gradients for the NEXT step(): asked by the trainer before every step's
+  // backward; may change between steps (1-bit Adam switches after its warm-up), identically on
+  // every rank.
   virtual SyncMode syncMode() const { return SyncMode::kTrainerAverages; }
+
+  // What the optimizer's own collectives sent so far (zero for optimizers that own none).
+  virtual OptimizerCommStats commStats() const { return {}; }
 
   // Complete state for bit-exact resume (tensors are clones, safe to keep).
   virtual StateDict state() const = 0;
@@ -71,15 +97,22 @@ class Optimizer {
   // entry is missing or has another shape.
   virtual void loadState(const StateDict& state) = 0;
 
+  // State that differs between ranks (1-bit Adam's error buffers), saved per rank next to
+  // state(), which is identical on every rank and saved once. Empty by default.
+  virtual StateDict rankState() const { return {}; }
+  // Restores a rankState() of this rank; an empty dict resets that state. Throws DataError for a
+  // malformed entry.
+  virtual void loadRankState(const StateDict& /*state*/) {}
+
   virtual std::string name() const = 0;
 };
 
 // Builds the optimizer `options.kind` names over `parameters`. Throws InvalidArgument for an
-// out-of-range option (e.g. nesterov without momentum).
+// out-of-range option (e.g. nesterov without momentum, 1-bit Adam without a communicator).
 std::unique_ptr<Optimizer> makeOptimizer(std::vector<NamedParameter> parameters,
                                          const OptimizerOptions& options);
 
-// Parses "sgd" | "adam" | "adamw".
+// Parses "sgd" | "adam" | "adamw" | "onebit_adam".
 OptimizerKind parseOptimizerKind(const std::string& name);
 
 }  // namespace thinwire::optim
