@@ -289,7 +289,7 @@ std::vector<KeySpec> buildSchema() {
   // optim
   s.push_back(KeySpec(
                   "optim.name", [](Config& c) -> FieldRef { return &c.optim.name; }, "Optimizer.")
-                  .oneOf({"sgd", "adam", "adamw"}));
+                  .oneOf({"sgd", "adam", "adamw", "onebit_adam"}));
   s.push_back(KeySpec(
                   "optim.lr", [](Config& c) -> FieldRef { return &c.optim.lr; },
                   "Peak learning rate (reached after warm-up).")
@@ -320,6 +320,20 @@ std::vector<KeySpec> buildSchema() {
       KeySpec(
           "optim.eps", [](Config& c) -> FieldRef { return &c.optim.eps; }, "Adam denominator term.")
           .above(0));
+  s.push_back(KeySpec(
+                  "optim.freeze_step", [](Config& c) -> FieldRef { return &c.optim.freezeStep; },
+                  "onebit_adam: AdamW warm-up steps on trainer-averaged gradients; afterwards the "
+                  "variance is frozen and each rank's momentum is averaged by the 1-bit "
+                  "compressed allreduce (specs §5; 15-25 % of `train.steps` is typical).")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+      "optim.bias_correction", [](Config& c) -> FieldRef { return &c.optim.biasCorrection; },
+      "onebit_adam: torch-style Adam bias correction; after the freeze the variance keeps the "
+      "correction of the freeze step (optim/one_bit_adam.h). false: none anywhere (DeepSpeed)."));
+  s.push_back(KeySpec(
+      "optim.momentum_mask", [](Config& c) -> FieldRef { return &c.optim.momentumMask; },
+      "onebit_adam: elements whose gradient was zero through the whole warm-up (variance 0 at "
+      "the freeze) stay out of the 1-bit allreduce, so their momentum and error stay 0."));
   s.push_back(KeySpec(
                   "optim.schedule.name",
                   [](Config& c) -> FieldRef { return &c.optim.schedule.name; },
@@ -1216,6 +1230,11 @@ struct Parser {
       fail(blame("train.stop_after", "train.steps"), "train.stop_after",
            "must be <= train.steps (" + std::to_string(c.train.steps) + "), got " +
                std::to_string(c.train.stopAfter));
+    }
+    if (c.optim.name == "onebit_adam" && c.compression.method != "none") {
+      fail(blame("compression.method", "optim.name"), "compression.method",
+           "must be none with optim.name: onebit_adam (it compresses its own momentum), got '" +
+               c.compression.method + "'");
     }
     if (c.optim.nesterov && c.optim.momentum <= 0) {
       fail(blame("optim.nesterov", "optim.momentum"), "optim.nesterov",

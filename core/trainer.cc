@@ -32,14 +32,22 @@ std::string runDirectory(const Config& config) {
 
 namespace {
 
-optim::OptimizerOptions optimizerOptions(const OptimConfig& config) {
+// `comm` is where an optimizer that owns communication (1-bit Adam) runs its collectives.
+optim::OptimizerOptions optimizerOptions(const OptimConfig& config,
+                                         comm::Communicator& comm,
+                                         std::chrono::milliseconds timeout) {
   return {.kind = optim::parseOptimizerKind(config.name),
           .momentum = config.momentum,
           .nesterov = config.nesterov,
           .weightDecay = config.weightDecay,
           .beta1 = config.beta1,
           .beta2 = config.beta2,
-          .eps = config.eps};
+          .eps = config.eps,
+          .freezeStep = config.freezeStep,
+          .biasCorrection = config.biasCorrection,
+          .momentumMask = config.momentumMask,
+          .communicator = &comm,
+          .commTimeout = timeout};
 }
 
 // "topk+ef", "sign+ef", "powersgd": the summary's method name for a compressed run.
@@ -116,7 +124,7 @@ struct Trainer::State {
     for (const auto& item : model->named_parameters(/*recurse=*/true)) {
       parameters.push_back({item.key(), item.value()});
     }
-    optimizer = optim::makeOptimizer(parameters, optimizerOptions(c.optim));
+    optimizer = optim::makeOptimizer(parameters, optimizerOptions(c.optim, comm, timeout));
     if (compressionEnabled(c)) {
       engine = std::make_unique<compressors::CompressionEngine>(
           layerSpecs(parameters), comm, compressionPlan(c, parameters, timeout));
@@ -172,6 +180,7 @@ struct Trainer::State {
       state["rng.cpu"] = generator.get_state();
     }
     if (engine) mergeWithPrefix(state, engine->state(), "compression");
+    mergeWithPrefix(state, optimizer->rankState(), "optim");
     return state;
   }
 
@@ -271,6 +280,7 @@ struct Trainer::State {
       std::lock_guard<std::mutex> lock(generator.mutex());
       generator.set_state(requireEntry(own, "rng.cpu"));
       if (engine) engine->loadState(extractPrefix(own, "compression"));
+      optimizer->loadRankState(extractPrefix(own, "optim"));
     } else if (engine) {
       TW_THROW(DataError, "checkpoint '", dir, "' has no state file for rank ", comm.rank(), " ('",
                rankFile,
@@ -294,6 +304,15 @@ struct Trainer::State {
   std::unique_ptr<optim::Optimizer> optimizer;
   std::unique_ptr<compressors::CompressionEngine> engine;  // null: plain averaging
   std::unique_ptr<GradSync> sync;
+
+  // Gradient synchronisation plus the optimizer's own collectives (1-bit Adam's momentum).
+  GradSyncStats commStats() const {
+    GradSyncStats stats = sync->stats();
+    const optim::OptimizerCommStats own = optimizer->commStats();
+    stats.bytesSent += own.bytesSent;
+    stats.wireBytes += own.wireBytes;
+    return stats;
+  }
 };
 
 Trainer::Trainer(const Config& config,
@@ -500,7 +519,10 @@ TrainResult Trainer::run() {
         seenSum += static_cast<double>(batch.labels.numel());
       }
       phase.reset();
-      s.sync->prepare(/*synchronize=*/micro + 1 == accumulation,
+      // An optimizer that owns communication (1-bit Adam after its warm-up) gets local
+      // gradients: the trainer sends nothing for this step.
+      const bool trainerSyncs = s.optimizer->syncMode() == optim::SyncMode::kTrainerAverages;
+      s.sync->prepare(/*synchronize=*/micro + 1 == accumulation && trainerSyncs,
                       {.step = step,
                        .lr = lr,
                        .epoch = static_cast<double>(step * samplesPerStep) /
@@ -533,6 +555,8 @@ TrainResult Trainer::run() {
     result.times.syncWait += phase.seconds() - bucketStepSeconds;
     phase.reset();
     if (!synchronised || parametersStepped == 0) {
+      // Under kOptimizerOwned the gradients are local, so clipping bounds each rank's own
+      // gradient norm (as DeepSpeed's engine does for 1-bit Adam).
       if (config.train.clipGradNorm > 0)
         optim::clipGradientNorm(s.parameters, config.train.clipGradNorm);
       s.optimizer->step(lr);
@@ -582,8 +606,8 @@ TrainResult Trainer::run() {
                           .add("lr", lr)
                           .add("samples_per_s", samplesPerSecond)
                           .add("elapsed_s", runClock.seconds())
-                          .add("bytes_sent", s.sync->stats().bytesSent)
-                          .add("wire_bytes", s.sync->stats().wireBytes));
+                          .add("bytes_sent", s.commStats().bytesSent)
+                          .add("wire_bytes", s.commStats().wireBytes));
         char text[160];
         std::snprintf(text, sizeof(text), "loss %.4f | acc %.3f | lr %.3g | %.0f samples/s",
                       record.loss, record.accuracy, lr, samplesPerSecond);
@@ -644,7 +668,7 @@ TrainResult Trainer::run() {
   }
   result.lastStep = step;
   result.stoppedEarly = step < config.train.steps;
-  result.sync = s.sync->stats();
+  result.sync = s.commStats();
   if (leader && !result.evals.empty() && result.evals.back().text) reportXzBaseline(result);
   if (leader) metrics.write(summaryRecord(result, runClock.seconds()));
   return result;

@@ -383,9 +383,9 @@ TEST(ConfigTest, OutOfRangeValuesNameTheBound) {
 }
 
 TEST(ConfigTest, EnumsListTheAllowedValues) {
-  EXPECT_EQ(
-      configError("optim:\n  name: sdg\n"),
-      "cfg.yaml:2: optim.name must be one of sgd|adam|adamw, got 'sdg' (did you mean 'sgd'?)");
+  EXPECT_EQ(configError("optim:\n  name: sdg\n"),
+            "cfg.yaml:2: optim.name must be one of sgd|adam|adamw|onebit_adam, got 'sdg' (did you "
+            "mean 'sgd'?)");
   EXPECT_EQ(configError("data:\n  dataset: imagenet\n"),
             "cfg.yaml:2: data.dataset must be one of fashion_mnist|synthetic|text, got 'imagenet'");
   EXPECT_EQ(configError("model:\n  type: transformer\n"),
@@ -712,7 +712,7 @@ TEST(ConfigTest, ReferenceDocumentsEveryKeyWithTypeAndDefault) {
     EXPECT_NE(doc.find("| `" + key + "` |"), std::string::npos) << key;
   }
   EXPECT_NE(doc.find("| `optim.lr` | number | `0.1` | > 0 |"), std::string::npos);
-  EXPECT_NE(doc.find("| `optim.name` | string | `sgd` | `sgd`, `adam`, `adamw` |"),
+  EXPECT_NE(doc.find("| `optim.name` | string | `sgd` | `sgd`, `adam`, `adamw`, `onebit_adam` |"),
             std::string::npos);
   EXPECT_NE(doc.find("| `model.hidden` | list of integers | `[2048, 2048]` | entries >= 1 |"),
             std::string::npos);
