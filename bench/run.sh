@@ -19,6 +19,11 @@
 #              + error feedback and with 1-bit sign + error feedback next to thinwire fp32, DDP
 #              (no hook, fp16 hook) and the floor
 #   smoke      fmnist-mlp, 2 ranks, 12 steps, 1 repeat, unthrottled + perhost: checks the harness
+#   text-llama examples/text_llama.yaml (byte-level Llama, 4 ranks), shared-1gbit, 20 steps, 2
+#              repeats: thinwire-adamw (float32 gradient allreduce), thinwire-onebit-adam (1-bit
+#              Adam with freeze_step 5 = the 5 first steps every summary leaves out of
+#              seconds_per_step, so the measured steps are all in the compression stage) and the
+#              floor (AdamW with comm.gradient_sync: false)
 # --networks and --methods run a subset; a matrix's extra methods run only when named there
 # (compression: thinwire-topk-tiny, top-k 0.01 %, what synchronising costs by itself; and
 # thinwire-topk-econtrol).
@@ -45,7 +50,7 @@ if [[ ${1:-} == __network ]]; then
   exit $?
 fi
 
-usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; }
 [[ $# -ge 1 ]] || { usage >&2; exit 2; }
 [[ $1 == -h || $1 == --help ]] && { usage; exit 0; }
 matrix=$1
@@ -86,7 +91,11 @@ case $matrix in
     workload=fmnist-mlp ranks=2 steps=${steps:-12} repeats=${repeats:-1}
     networks=(unthrottled perhost-1gbit)
     methods=(floor thinwire-fp32 ddp-none) ;;
-  *) echo "bench/run.sh: unknown matrix '$matrix' (baseline, peers, compression, smoke)" >&2; exit 2 ;;
+  text-llama)
+    workload=text-llama ranks=4 steps=${steps:-20} repeats=${repeats:-2}
+    networks=(shared-1gbit)
+    methods=(floor thinwire-adamw thinwire-onebit-adam) ;;
+  *) echo "bench/run.sh: unknown matrix '$matrix' (baseline, peers, compression, smoke, text-llama)" >&2; exit 2 ;;
 esac
 [[ $steps =~ ^[0-9]+$ ]] && ((steps >= 6)) || { echo "bench/run.sh: --steps must be >= 6, got '$steps'" >&2; exit 2; }
 [[ $repeats =~ ^[0-9]+$ ]] && ((repeats >= 1)) || { echo "bench/run.sh: --repeats must be >= 1, got '$repeats'" >&2; exit 2; }
@@ -146,6 +155,8 @@ done
 /usr/bin/python3 -c 'import torch, matplotlib' 2>/dev/null ||
   { echo "bench/run.sh: /usr/bin/python3 needs torch and matplotlib (scripts/install-deps.sh); nothing measured" >&2; exit 2; }
 bin=$root/build/release/bin/thinwire
+# THINWIRE_BENCH_BIN: measure another build's executable (e.g. build/onebit/bin/thinwire).
+[[ -n ${THINWIRE_BENCH_BIN:-} ]] && bin=$THINWIRE_BENCH_BIN
 [[ -x $bin ]] || scripts/build.sh release thinwire
 
 out=${out:-bench/results/$matrix-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -168,6 +179,8 @@ method_info = {
     "thinwire-topk-econtrol": ("thinwire, top-k 1 % (sampled threshold, fp16 values) + EControl", "thinwire", False),
     "thinwire-topk-tiny": ("thinwire, top-k 0.01 % (sampled threshold, fp16 values) + error feedback: the cost of synchronising at all", "thinwire", False),
     "thinwire-sign-ef": ("thinwire, 1-bit sign (scale per 2048) + error feedback", "thinwire", False),
+    "thinwire-adamw": ("thinwire, AdamW, float32 gradient allreduce", "thinwire", False),
+    "thinwire-onebit-adam": ("thinwire, 1-bit Adam in its compression stage (freeze_step 5)", "thinwire", False),
     "floor": ("compute-only floor (no gradient communication)", "thinwire", True),
     "ddp-none": ("PyTorch DDP (gloo), no hook", "pytorch-ddp", False),
     "ddp-fp16": ("PyTorch DDP (gloo), fp16_compress_hook", "pytorch-ddp", False),

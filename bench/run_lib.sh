@@ -62,6 +62,8 @@ bench_thinwire_method_args() {
     thinwire-topk-econtrol) echo "--set compression.method=topk --set compression.ratio=0.01 --set compression.selection=sampled --set compression.fp16_values=true --set compression.feedback=econtrol --set comm.overlap=on" ;;
     thinwire-topk-tiny) echo "--set compression.method=topk --set compression.ratio=0.0001 --set compression.selection=sampled --set compression.fp16_values=true --set compression.feedback=ef --set comm.overlap=on" ;;
     thinwire-sign-ef) echo "--set compression.method=sign --set compression.feedback=ef --set comm.overlap=on" ;;
+    thinwire-adamw) echo "" ;;
+    thinwire-onebit-adam) echo "--set optim.name=onebit_adam --set optim.freeze_step=5" ;;
     *) echo "bench/run.sh: unknown thinwire method $1" >&2; return 2 ;;
   esac
 }
@@ -73,10 +75,12 @@ bench_network_main() {
   local -a methods=("$@")
   local limit=${BENCH_RUN_TIMEOUT_S:-1800}
   local bin=$PWD/build/release/bin/thinwire
+  [[ -n ${THINWIRE_BENCH_BIN:-} ]] && bin=$THINWIRE_BENCH_BIN
   local config warmup=$((steps / 6))
   case $workload in
     fmnist-mlp) config=examples/fmnist_mlp.yaml ;;
     fmnist-cnn) config=examples/fmnist_cnn.yaml ;;
+    text-llama) config=examples/text_llama.yaml ;;
     *) echo "bench/run.sh: unknown workload $workload" >&2; return 2 ;;
   esac
   # One job description for both frameworks: steps, batch, optimizer, schedule, seed, logging.
@@ -86,6 +90,11 @@ bench_network_main() {
     --set "run.log_every=$log_every" --set run.progress=false --set run.name=run
     --set train.batch_per_rank=64 --set optim.lr=0.05 --set optim.momentum=0.9
     --set optim.nesterov=true --set run.seed=1 -n "$ranks")
+  # The language model keeps its own batch, optimizer and learning rate (the example's).
+  [[ $workload == text-llama ]] && common_tw=(--set "train.steps=$steps"
+    --set "optim.schedule.warmup_steps=$warmup" --set train.eval_every=0
+    --set train.checkpoint_every=0 --set train.resume=never --set "run.log_every=$log_every"
+    --set run.progress=false --set run.name=run --set run.seed=1 -n "$ranks")
   local -a common_ddp=(--workload "$workload" --steps "$steps" --warmup-steps "$warmup"
     --batch-per-rank 64 --lr 0.05 --momentum 0.9 --nesterov --seed 1 --eval-every 0
     --log-every "$log_every" --threads 1)
