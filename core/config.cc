@@ -115,6 +115,9 @@ const std::vector<SectionSpec>& sections() {
       {"train", "The training loop: length, batch, evaluation, checkpoints."},
       {"optim", "Optimizer and its hyper-parameters."},
       {"optim.schedule", "Learning-rate schedule applied on top of `optim.lr`."},
+      {"qat",
+       "Quantization-aware training of the llama decoder's attention and MLP linears (QuEST "
+       "and its STE / LSQ baselines). See docs/qat.md."},
       {"comm", "Gradient communication between ranks."},
       {"compression",
        "Gradient compression: what each rank sends (method), the state that keeps it "
@@ -365,6 +368,38 @@ std::vector<KeySpec> buildSchema() {
   // comm
   s.push_back(KeySpec(
                   "comm.backend", [](Config& c) -> FieldRef { return &c.comm.backend; },
+  // qat
+  s.push_back(KeySpec(
+                  "qat.method", [](Config& c) -> FieldRef { return &c.qat.method; },
+                  "Fake quantization of every attention and MLP linear of `model.type: llama` "
+                  "(embedding, head and norms stay full precision): `quest` (Hadamard rotation, "
+                  "Gaussian-optimal RMS scale, trust-masked gradient), `ste` (same grid, no "
+                  "rotation, straight-through gradient), `lsq` (learnable step per tensor), "
+                  "`none` (full precision).")
+                  .oneOf({"none", "quest", "ste", "lsq"}));
+  s.push_back(KeySpec(
+                  "qat.w_bits", [](Config& c) -> FieldRef { return &c.qat.wBits; },
+                  "Bits per weight (2^b levels per output row); 0 keeps the weights in full "
+                  "precision. `lsq` needs 2..8.")
+                  .atLeast(0)
+                  .atMost(8));
+  s.push_back(KeySpec(
+                  "qat.a_bits", [](Config& c) -> FieldRef { return &c.qat.aBits; },
+                  "Bits per input activation (2^b levels per token); 0 keeps the inputs in full "
+                  "precision. `lsq` needs 2..8.")
+                  .atLeast(0)
+                  .atMost(8));
+  s.push_back(KeySpec(
+                  "qat.trust", [](Config& c) -> FieldRef { return &c.qat.trust; },
+                  "quest: the gradient of a rotated coordinate u is kept iff |u| <= trust x c "
+                  "(c the clip). 0 = the default, 2^b/(2^b-1) (QuEST's trust of half a step) "
+                  "for b >= 2 and 1.3 (the clip mask of QuEST's W1A1 runs) for b = 1.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "qat.variant", [](Config& c) -> FieldRef { return &c.qat.variant; },
+                  "quest: `half` multiplies the Hadamard-rotated quantized operands directly "
+                  "(H H^T = I), `full` rotates each back first; same values, `half` is cheaper.")
+                  .oneOf({"full", "half"}));
                   "`mpi` between processes; `local` runs ranks as threads of one process.")
                   .oneOf({"mpi", "local"}));
   s.push_back(
@@ -1321,6 +1356,16 @@ std::string escapeCell(const std::string& text) {
   }
   return out;
 }
+    if (c.qat.method != "none" && c.model.type != "llama") {
+      fail(blame("qat.method", "model.type"), "qat.method",
+           "needs model.type: llama (its attention and MLP linears are quantized), got '" +
+               c.model.type + "'");
+    }
+    if (c.qat.method == "lsq" && (c.qat.wBits == 1 || c.qat.aBits == 1)) {
+      fail(blame("qat.w_bits", "qat.a_bits"), "qat.method",
+           "lsq needs qat.w_bits and qat.a_bits of 0 or 2..8 (its step gradient is undefined at "
+           "1 bit)");
+    }
 
 }  // namespace
 

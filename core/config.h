@@ -157,6 +157,14 @@ struct CompressionConfig {
   LgrecoConfig lgreco;                 // compression.lgreco.*
 };
 
+struct QatConfig {
+  std::string method = "none";   // qat.method: none|quest|ste|lsq
+  int64_t wBits = 4;             // qat.w_bits: weight bits; 0 = full precision
+  int64_t aBits = 4;             // qat.a_bits: input-activation bits; 0 = full precision
+  double trust = 0.0;            // qat.trust: QuEST gradient-mask scale; 0 = per-bits default
+  std::string variant = "half";  // qat.variant: full|half (QuEST Hadamard rotate-back)
+};
+
 struct LaunchConfig {
   int64_t ranks = 4;                   // launch.ranks
   std::string hostfile;                // launch.hostfile: empty = this machine
@@ -195,6 +203,7 @@ struct Config {
   std::string toYaml() const;
 };
 
+  QatConfig qat;
 // The compression settings of the parameter `parameterName`: `config.compression` with every
 // entry of compression.overrides whose glob (fnmatch syntax, e.g. "layers.0.*", "*.bias") matches
 // the name applied in order. The overrides were validated when the config was parsed.

@@ -113,7 +113,7 @@ struct Trainer::State {
         log(log),
         train(makeDataset(c.data, Split::kTrain, c.run.seed, c.model.seqLen)),
         test(makeDataset(c.data, Split::kTest, c.run.seed, c.model.seqLen)),
-        model(makeModel(c.model, train->sampleShape(), train->numClasses(), c.run.seed)),
+        model(makeModel(c.model, train->sampleShape(), train->numClasses(), c.run.seed, c.qat)),
         sampler({.datasetSize = train->size(),
                  .batchPerRank = c.train.batchPerRank,
                  .rank = comm.rank(),

@@ -5,6 +5,8 @@
 //   thinwire bench comm [options]                    collective benchmark (run under mpirun)
 //   thinwire bench kernels [options]                 memory bandwidth and per-element kernels
 //   thinwire eval CONFIG --checkpoint DIR            validation loss (perplexity, bits per byte)
+//   thinwire eval CONFIG --quantized FILE            the same for a QAT export (docs/qat.md)
+//   thinwire quantize CONFIG --checkpoint DIR --out FILE   export a QAT model's integer weights
 //   thinwire generate CONFIG --checkpoint DIR --prompt TEXT [--bytes N] [--temperature T]
 //                    [--seed S]                      a language model's continuation of TEXT
 //   thinwire config-docs                             prints docs/config.md
@@ -33,12 +35,14 @@
 #include "comm/mpi/mpi_communicator.h"
 #include "comm/mpi/mpi_environment.h"
 #include "comm/world_info.h"
+#include "core/checkpoint.h"
 #include "core/config.h"
 #include "core/data/dataset.h"
 #include "core/models/llama.h"
 #include "core/models/model.h"
 #include "core/trainer.h"
 #include "launch/mpirun_command.h"
+#include "qat/quantized_export.h"
 
 namespace thinwire {
 namespace {
@@ -56,9 +60,13 @@ commands:
       Collective sweep, thinwire next to the direct MPI call (run under mpirun).
   bench kernels [--sizes 1M,64M] [--kernels LIST] [--iterations N] [--threads N] [--json PATH]
       Memory bandwidth (STREAM triad) and per-element kernel throughput (single process).
-  eval CONFIG --checkpoint DIR [--set path=value]...
+  eval CONFIG (--checkpoint DIR | --quantized FILE) [--set path=value]...
       Evaluate a checkpoint on the test (validation) split in this process: loss, accuracy and,
-      for text, perplexity and bits per byte.
+      for text, perplexity and bits per byte. --quantized evaluates a `thinwire quantize` export
+      (integer weight codes; activations quantized online as in training).
+  quantize CONFIG --checkpoint DIR --out FILE [--set path=value]...
+      Export a model trained with qat.method other than none: integer weight codes and row
+      steps plus the full-precision rest, one .twc file (format in docs/qat.md).
   generate CONFIG --checkpoint DIR --prompt TEXT [--bytes N] [--temperature T] [--seed S]
       Print a language model's (model.type: llama) continuation of TEXT (default 200 bytes,
       temperature 0.8, seed 0; temperature 0 is greedy).
@@ -257,12 +265,16 @@ int commandLaunch(const std::vector<std::string>& args) {
 struct ModelArgs {
   std::vector<std::string> common;  // for parseCommon
   std::string checkpoint;
+  std::string quantized;  // eval: a `thinwire quantize` export instead of a checkpoint
+  std::string out;        // quantize: the export file to write
   std::string prompt;
   bool hasPrompt = false;
   core::GenerateOptions generate;
 };
 
-ModelArgs parseModelArgs(const std::vector<std::string>& args, bool generateFlags) {
+ModelArgs parseModelArgs(const std::vector<std::string>& args,
+                         bool generateFlags,
+                         bool exportFlags = false) {
   ModelArgs out;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -281,6 +293,10 @@ ModelArgs parseModelArgs(const std::vector<std::string>& args, bool generateFlag
     };
     if (a == "--checkpoint") {
       out.checkpoint = value();
+    } else if (exportFlags && a == "--quantized") {
+      out.quantized = value();
+    } else if (exportFlags && a == "--out") {
+      out.out = value();
     } else if (generateFlags && a == "--prompt") {
       out.prompt = value();
       out.hasPrompt = true;
@@ -301,6 +317,7 @@ ModelArgs parseModelArgs(const std::vector<std::string>& args, bool generateFlag
       out.common.push_back(a);
     }
   }
+  if (out.checkpoint.empty() && !out.quantized.empty()) return out;
   if (out.checkpoint.empty()) {
     throw UsageError("missing --checkpoint DIR (e.g. runs/<name>/checkpoints/step-00001000)");
   }
@@ -311,27 +328,66 @@ ModelArgs parseModelArgs(const std::vector<std::string>& args, bool generateFlag
 std::shared_ptr<core::Model> loadModel(const core::Config& config,
                                        const core::Dataset& data,
                                        const std::string& checkpoint) {
-  auto model =
-      core::makeModel(config.model, data.sampleShape(), data.numClasses(), config.run.seed);
+  auto model = core::makeModel(config.model, data.sampleShape(), data.numClasses(), config.run.seed,
+                               config.qat);
   core::loadModelState(*model, checkpoint);
   return model;
 }
 
 int commandEval(const std::vector<std::string>& args) {
-  const ModelArgs parsed = parseModelArgs(args, /*generateFlags=*/false);
+  const ModelArgs parsed = parseModelArgs(args, /*generateFlags=*/false, /*exportFlags=*/true);
+  if (!parsed.checkpoint.empty() && !parsed.quantized.empty()) {
+    throw UsageError("eval takes --checkpoint or --quantized, not both");
+  }
   CommonArgs common = parseCommon(parsed.common, /*launchFlags=*/false);
   const core::Config config = core::Config::fromFile(common.configPath, common.overrides);
   auto data =
       core::makeDataset(config.data, core::Split::kTest, config.run.seed, config.model.seqLen);
-  auto model = loadModel(config, *data, parsed.checkpoint);
+  std::shared_ptr<core::Model> model;
+  if (parsed.quantized.empty()) {
+    model = loadModel(config, *data, parsed.checkpoint);
+  } else {
+    if (config.qat.method == "none") {
+      throw UsageError("--quantized needs the config's qat section (qat.method is none)");
+    }
+    model = core::makeModel(config.model, data->sampleShape(), data->numClasses(), config.run.seed,
+                            config.qat);
+    qat::loadQuantized(*model, core::readStateFile(parsed.quantized));
+  }
   const core::EvalRecord eval = core::evaluateModel(*model, *data, config.train.evalBatch);
-  std::printf("checkpoint %s on %s\n", parsed.checkpoint.c_str(), data->describe().c_str());
+  std::printf("%s %s on %s\n", parsed.quantized.empty() ? "checkpoint" : "quantized export",
+              parsed.quantized.empty() ? parsed.checkpoint.c_str() : parsed.quantized.c_str(),
+              data->describe().c_str());
   if (eval.text) {
     std::printf("validation loss=%.4f nats/byte perplexity=%.4f bits_per_byte=%.4f\n", eval.loss,
                 eval.perplexity, eval.bitsPerByte);
   } else {
     std::printf("test loss=%.4f test_acc=%.4f\n", eval.loss, eval.accuracy);
   }
+  return 0;
+}
+
+int commandQuantize(const std::vector<std::string>& args) {
+  const ModelArgs parsed = parseModelArgs(args, /*generateFlags=*/false, /*exportFlags=*/true);
+  if (parsed.checkpoint.empty()) throw UsageError("quantize needs --checkpoint DIR");
+  if (parsed.out.empty()) throw UsageError("quantize needs --out FILE");
+  CommonArgs common = parseCommon(parsed.common, /*launchFlags=*/false);
+  const core::Config config = core::Config::fromFile(common.configPath, common.overrides);
+  if (config.qat.method == "none") {
+    throw UsageError("quantize needs a config with qat.method quest, ste or lsq");
+  }
+  auto data =
+      core::makeDataset(config.data, core::Split::kTest, config.run.seed, config.model.seqLen);
+  auto model = loadModel(config, *data, parsed.checkpoint);
+  const StateDict exported = qat::exportQuantized(*model);
+  core::writeStateFile(parsed.out, exported);
+  int64_t codes = 0;
+  for (const auto& [key, value] : exported) {
+    if (value.scalar_type() == at::kByte) codes += value.numel();
+  }
+  std::printf("wrote %s: %lld weight codes of %lld bits (qat.method %s)\n", parsed.out.c_str(),
+              static_cast<long long>(codes), static_cast<long long>(config.qat.wBits),
+              config.qat.method.c_str());
   return 0;
 }
 
@@ -390,6 +446,7 @@ int dispatch(const std::vector<std::string>& args) {
   if (command == "launch") return commandLaunch(rest);
   if (command == "bench") return commandBench(rest);
   if (command == "eval") return commandEval(rest);
+  if (command == "quantize") return commandQuantize(rest);
   if (command == "generate") return commandGenerate(rest);
   if (command == "config-docs") {
     std::cout << core::configReferenceMarkdown();

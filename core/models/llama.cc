@@ -53,15 +53,19 @@ torch::nn::Linear linear(int64_t in, int64_t out) {
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
 }
 
+qat::QuantLinear quantLinear(int64_t in, int64_t out, const qat::QatOptions& qat) {
+  return qat::QuantLinear(qat::QuantLinearOptions{in, out, qat});
+}
+
 }  // namespace
 
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaOptions& options)
     : heads_(options.heads), ropeBase_(options.ropeBase) {
   const int64_t d = options.dModel;
-  q_ = register_module("q", linear(d, d));
-  k_ = register_module("k", linear(d, d));
-  v_ = register_module("v", linear(d, d));
-  o_ = register_module("o", linear(d, d));
+  q_ = register_module("q", quantLinear(d, d, options.qat));
+  k_ = register_module("k", quantLinear(d, d, options.qat));
+  v_ = register_module("v", quantLinear(d, d, options.qat));
+  o_ = register_module("o", quantLinear(d, d, options.qat));
 }
 
 at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x) {
@@ -81,10 +85,11 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x) {
   return o_->forward(mixed.transpose(1, 2).reshape({n, length, d}));
 }
 
-SwiGluImpl::SwiGluImpl(int64_t dModel, int64_t hidden) : hidden_(hidden) {
-  gate_ = register_module("gate", linear(dModel, hidden));
-  up_ = register_module("up", linear(dModel, hidden));
-  down_ = register_module("down", linear(hidden, dModel));
+SwiGluImpl::SwiGluImpl(int64_t dModel, int64_t hidden, const qat::QatOptions& qat)
+    : hidden_(hidden) {
+  gate_ = register_module("gate", quantLinear(dModel, hidden, qat));
+  up_ = register_module("up", quantLinear(dModel, hidden, qat));
+  down_ = register_module("down", quantLinear(hidden, dModel, qat));
 }
 
 at::Tensor SwiGluImpl::forward(const at::Tensor& x) {
@@ -95,8 +100,9 @@ LlamaBlockImpl::LlamaBlockImpl(const LlamaOptions& options) {
   attnNorm_ = register_module("attn_norm", RmsNorm(options.dModel, options.normEps));
   attention_ = register_module("attention", LlamaAttention(options));
   mlpNorm_ = register_module("mlp_norm", RmsNorm(options.dModel, options.normEps));
-  mlp_ = register_module("mlp",
-                         SwiGlu(options.dModel, swigluHidden(options.dModel, options.mlpMultiple)));
+  mlp_ = register_module(
+      "mlp",
+      SwiGlu(options.dModel, swigluHidden(options.dModel, options.mlpMultiple), options.qat));
 }
 
 at::Tensor LlamaBlockImpl::forward(const at::Tensor& x) {
@@ -146,8 +152,11 @@ void Llama::initFromSeed(uint64_t seed) {
     const at::Tensor* weight = own.find("weight");
     if (weight == nullptr) continue;
     if (weight->dim() >= 2) {
-      // One stream per module path: inside the module every weight is just "weight".
-      initParametersFromSeed(module, mixSeed(seed, hashName(item.key())));
+      // One stream per module path: inside the module every weight is just "weight". Only the
+      // weight is drawn: a QuantLinear's LSQ steps keep their own initial values.
+      torch::nn::Module weightOnly;
+      weightOnly.register_parameter("weight", *weight);
+      initParametersFromSeed(weightOnly, mixSeed(seed, hashName(item.key())));
     } else {
       at::Tensor gain = *weight;
       gain.fill_(1.0);

@@ -6,7 +6,10 @@
 // Attention is causal multi-head self-attention with rotary position embeddings (RoPE, base
 // 10000, rotating pairs (i, i + headDim/2) of each head), no biases anywhere; the MLP is
 // SwiGLU, down(silu(gate(x)) * up(x)), with its hidden size 8/3 d rounded up to a multiple of
-// `mlpMultiple`; the LM head is untied from the embedding. Parameter names:
+// `mlpMultiple`; the LM head is untied from the embedding. The seven attention and MLP linears of
+// each block are qat::QuantLinear layers: plain linears unless options.qat enables
+// quantization-aware training (docs/qat.md); embedding, norms and head always stay full
+// precision. Parameter names:
 //   embed.weight, layers.<i>.attn_norm.weight, layers.<i>.attention.{q,k,v,o}.weight,
 //   layers.<i>.mlp_norm.weight, layers.<i>.mlp.{gate,up,down}.weight, norm.weight, head.weight
 //
@@ -33,6 +36,7 @@
 #include <vector>
 
 #include "core/models/model.h"
+#include "qat/quant_linear.h"
 
 namespace thinwire::core {
 
@@ -45,6 +49,7 @@ struct LlamaOptions {
   int64_t mlpMultiple = 256;  // SwiGLU hidden size is rounded up to a multiple of this
   double ropeBase = 10000.0;
   double normEps = 1e-5;
+  qat::QatOptions qat;  // attention and MLP linears; method none = full precision
 };
 
 // SwiGLU hidden size: ceil(8 d / 3) rounded up to a multiple of `multiple` (>= 1).
@@ -76,19 +81,19 @@ class LlamaAttentionImpl : public torch::nn::Module {
  private:
   int64_t heads_;
   double ropeBase_;
-  torch::nn::Linear q_{nullptr}, k_{nullptr}, v_{nullptr}, o_{nullptr};
+  qat::QuantLinear q_{nullptr}, k_{nullptr}, v_{nullptr}, o_{nullptr};
 };
 TORCH_MODULE(LlamaAttention);
 
 class SwiGluImpl : public torch::nn::Module {
  public:
-  SwiGluImpl(int64_t dModel, int64_t hidden);
+  SwiGluImpl(int64_t dModel, int64_t hidden, const qat::QatOptions& qat = {});
   at::Tensor forward(const at::Tensor& x);
   int64_t hidden() const { return hidden_; }
 
  private:
   int64_t hidden_;
-  torch::nn::Linear gate_{nullptr}, up_{nullptr}, down_{nullptr};
+  qat::QuantLinear gate_{nullptr}, up_{nullptr}, down_{nullptr};
 };
 TORCH_MODULE(SwiGlu);
 

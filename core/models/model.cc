@@ -18,7 +18,12 @@ namespace thinwire::core {
 std::shared_ptr<Model> makeModel(const ModelConfig& config,
                                  const std::vector<int64_t>& sampleShape,
                                  int64_t numClasses,
-                                 uint64_t seed) {
+                                 uint64_t seed,
+                                 const QatConfig& qat) {
+  if (qat.method != "none" && config.type != "llama") {
+    TW_THROW(ConfigError, "qat.method ", qat.method, " needs model.type: llama, got '", config.type,
+             "'");
+  }
   std::shared_ptr<Model> model;
   if (config.type == "mlp") {
     MlpOptions options;
@@ -46,6 +51,7 @@ std::shared_ptr<Model> makeModel(const ModelConfig& config,
     options.heads = config.heads;
     options.maxSeqLen = config.seqLen;
     options.mlpMultiple = config.mlpMultiple;
+    options.qat = qatOptionsFrom(qat);
     auto llama = std::make_shared<Llama>(options);
     llama->initFromSeed(seed);
     return llama;
@@ -54,6 +60,16 @@ std::shared_ptr<Model> makeModel(const ModelConfig& config,
   }
   initParametersFromSeed(*model, seed);
   return model;
+}
+
+qat::QatOptions qatOptionsFrom(const QatConfig& config) {
+  qat::QatOptions options;
+  options.method = qat::methodFromName(config.method);
+  options.weightBits = config.wBits;
+  options.activationBits = config.aBits;
+  options.trust = config.trust;
+  options.variant = config.variant == "full" ? qat::Variant::kFull : qat::Variant::kHalf;
+  return options;
 }
 
 void loadModelState(Model& model, const std::string& checkpointDir) {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "qat/quant_linear.h"
 
 namespace thinwire::core {
 
@@ -37,11 +38,17 @@ class Model : public torch::nn::Module {
 // weights drawn by initParametersFromSeed(model, seed) (Llama::initFromSeed for llama, whose
 // vocabulary is numClasses). Blocking. Throws ConfigError for an unknown type, a width < 1, or a
 // shape the model cannot take (a CNN needs [channels, height, width] with height and width >= 12;
-// llama needs [model.seq_len]).
+// llama needs [model.seq_len]). `qat` (method other than none, llama only) makes every attention
+// and MLP linear a qat::QuantLinear with those settings (docs/qat.md); ConfigError for qat with
+// another model type.
 std::shared_ptr<Model> makeModel(const ModelConfig& config,
                                  const std::vector<int64_t>& sampleShape,
                                  int64_t numClasses,
-                                 uint64_t seed);
+                                 uint64_t seed,
+                                 const QatConfig& qat = QatConfig{});
+
+// The qat::QatOptions of a validated qat config section.
+qat::QatOptions qatOptionsFrom(const QatConfig& config);
 
 // Loads the weights of a checkpoint written by the trainer (the "model.*" entries of
 // <checkpointDir>/shared.twc, core/checkpoint.h) into `model`. Blocking; in place. Throws
