@@ -128,6 +128,9 @@ const std::vector<SectionSpec>& sections() {
        "L-GreCo layer-wise adaptive compression (`policy: lgreco`): per-layer top-k density, "
        "quantizer bits or PowerSGD rank chosen under an error budget (docs/benchmarks.md)."},
       {"launch", "How `thinwire launch` starts the ranks (mpirun or srun)."},
+      {"pv",
+       "PV-Tuning of a trained llama checkpoint by `thinwire quantize --method pv|p_only|ste|rtn`: "
+       "scalar group-wise codes and scales (docs/pv_tuning.md)."},
   };
   return kSections;
 }
@@ -365,9 +368,6 @@ std::vector<KeySpec> buildSchema() {
                   "Factor applied to lr at every decay of the `step` schedule.")
                   .above(0)
                   .atMost(1));
-  // comm
-  s.push_back(KeySpec(
-                  "comm.backend", [](Config& c) -> FieldRef { return &c.comm.backend; },
   // qat
   s.push_back(KeySpec(
                   "qat.method", [](Config& c) -> FieldRef { return &c.qat.method; },
@@ -400,6 +400,9 @@ std::vector<KeySpec> buildSchema() {
                   "quest: `half` multiplies the Hadamard-rotated quantized operands directly "
                   "(H H^T = I), `full` rotates each back first; same values, `half` is cheaper.")
                   .oneOf({"full", "half"}));
+  // comm
+  s.push_back(KeySpec(
+                  "comm.backend", [](Config& c) -> FieldRef { return &c.comm.backend; },
                   "`mpi` between processes; `local` runs ranks as threads of one process.")
                   .oneOf({"mpi", "local"}));
   s.push_back(
@@ -701,6 +704,76 @@ std::vector<KeySpec> buildSchema() {
   s.push_back(KeySpec(
       "launch.srun_args", [](Config& c) -> FieldRef { return &c.launch.srunArgs; },
       "Arguments appended to srun verbatim, before the program."));
+  // pv
+  s.push_back(KeySpec(
+                  "pv.method", [](Config& c) -> FieldRef { return &c.pv.method; },
+                  "`thinwire quantize`: `pv` (PV-Tuning: P-step on scales and the rest, "
+                  "V-step re-projecting at most ceil(tau N) codes per step), `p_only` (codes "
+                  "frozen), `ste` (every code re-projected each step), `rtn` (round-to-nearest, "
+                  "no tuning). See docs/pv_tuning.md.")
+                  .oneOf({"pv", "p_only", "ste", "rtn"}));
+  s.push_back(KeySpec(
+                  "pv.bits", [](Config& c) -> FieldRef { return &c.pv.bits; },
+                  "Bits per weight code of every attention and MLP linear (asymmetric grid).")
+                  .atLeast(1)
+                  .atMost(8));
+  s.push_back(KeySpec(
+                  "pv.group_size", [](Config& c) -> FieldRef { return &c.pv.groupSize; },
+                  "Weights sharing one scale and zero point, along the input dimension (must "
+                  "divide every quantized linear's input size).")
+                  .atLeast(1));
+  s.push_back(KeySpec(
+                  "pv.steps", [](Config& c) -> FieldRef { return &c.pv.steps; },
+                  "Fine-tuning steps of global batch `train.batch_per_rank` x ranks (rtn: 0).")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "pv.loss", [](Config& c) -> FieldRef { return &c.pv.loss; },
+                  "`kl`: token-mean KL(teacher || student) to the full-precision checkpoint; "
+                  "`ce`: next-token cross-entropy on the data.")
+                  .oneOf({"kl", "ce"}));
+  s.push_back(KeySpec(
+                  "pv.lr", [](Config& c) -> FieldRef { return &c.pv.lr; },
+                  "P-step Adam learning rate (scales, zero points, embedding, norms, head).")
+                  .above(0));
+  s.push_back(
+      KeySpec(
+          "pv.beta1", [](Config& c) -> FieldRef { return &c.pv.beta1; }, "P-step Adam beta1.")
+          .atLeast(0)
+          .below(1));
+  s.push_back(
+      KeySpec(
+          "pv.beta2", [](Config& c) -> FieldRef { return &c.pv.beta2; }, "P-step Adam beta2.")
+          .atLeast(0)
+          .below(1));
+  s.push_back(KeySpec(
+                  "pv.code_lr", [](Config& c) -> FieldRef { return &c.pv.codeLr; },
+                  "V-proposal step on the fp32 straight-through buffer (RMS-normalised "
+                  "gradient, beta1 0).")
+                  .above(0));
+  s.push_back(KeySpec(
+                  "pv.code_beta2", [](Config& c) -> FieldRef { return &c.pv.codeBeta2; },
+                  "V-proposal second-moment decay.")
+                  .atLeast(0)
+                  .below(1));
+  s.push_back(KeySpec(
+                  "pv.max_code_change", [](Config& c) -> FieldRef { return &c.pv.maxCodeChange; },
+                  "tau: fraction of each layer's codes eligible for re-projection per step (pv).")
+                  .above(0)
+                  .atMost(1));
+  s.push_back(KeySpec(
+                  "pv.trust_ratio", [](Config& c) -> FieldRef { return &c.pv.trustRatio; },
+                  "rho: keep selected changes while their cumulative norm stays below rho x "
+                  "||W|| (at least one); 0 = off.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "pv.eval_every", [](Config& c) -> FieldRef { return &c.pv.evalEvery; },
+                  "Steps between validation passes (KL to the teacher, perplexity); 0 = only "
+                  "before and after.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "pv.eval_windows", [](Config& c) -> FieldRef { return &c.pv.evalWindows; },
+                  "Validation windows per pass (the first ones); 0 = the whole split.")
+                  .atLeast(0));
   return s;
 }
 
@@ -1283,6 +1356,16 @@ struct Parser {
       fail(blame("data.path", "data.dataset"), "data.path",
            "must name the Fashion-MNIST directory when data.dataset is fashion_mnist");
     }
+    if (c.qat.method != "none" && c.model.type != "llama") {
+      fail(blame("qat.method", "model.type"), "qat.method",
+           "needs model.type: llama (its attention and MLP linears are quantized), got '" +
+               c.model.type + "'");
+    }
+    if (c.qat.method == "lsq" && (c.qat.wBits == 1 || c.qat.aBits == 1)) {
+      fail(blame("qat.w_bits", "qat.a_bits"), "qat.method",
+           "lsq needs qat.w_bits and qat.a_bits of 0 or 2..8 (its step gradient is undefined at "
+           "1 bit)");
+    }
   }
 };
 
@@ -1356,16 +1439,6 @@ std::string escapeCell(const std::string& text) {
   }
   return out;
 }
-    if (c.qat.method != "none" && c.model.type != "llama") {
-      fail(blame("qat.method", "model.type"), "qat.method",
-           "needs model.type: llama (its attention and MLP linears are quantized), got '" +
-               c.model.type + "'");
-    }
-    if (c.qat.method == "lsq" && (c.qat.wBits == 1 || c.qat.aBits == 1)) {
-      fail(blame("qat.w_bits", "qat.a_bits"), "qat.method",
-           "lsq needs qat.w_bits and qat.a_bits of 0 or 2..8 (its step gradient is undefined at "
-           "1 bit)");
-    }
 
 }  // namespace
 

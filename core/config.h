@@ -178,6 +178,23 @@ struct LaunchConfig {
   std::vector<std::string> srunArgs;   // launch.srun_args: appended to srun verbatim
 };
 
+struct PvConfig {               // `thinwire quantize` (docs/pv_tuning.md)
+  std::string method = "pv";    // pv.method: pv|p_only|ste|rtn
+  int64_t bits = 2;             // pv.bits: bits per weight code
+  int64_t groupSize = 64;       // pv.group_size: weights per scale along the input dim
+  int64_t steps = 100;          // pv.steps: fine-tuning steps (rtn: none)
+  std::string loss = "kl";      // pv.loss: kl (to the full-precision teacher)|ce
+  double lr = 3e-4;             // pv.lr: P-step Adam (scales, zeros, non-quantized)
+  double beta1 = 0.9;           // pv.beta1
+  double beta2 = 0.95;          // pv.beta2
+  double codeLr = 1e-2;         // pv.code_lr: V-proposal step
+  double codeBeta2 = 0.95;      // pv.code_beta2
+  double maxCodeChange = 0.01;  // pv.max_code_change: tau
+  double trustRatio = 0.0;      // pv.trust_ratio: rho, 0 = off
+  int64_t evalEvery = 25;       // pv.eval_every: steps between validation passes
+  int64_t evalWindows = 0;      // pv.eval_windows: validation windows per pass, 0 = all
+};
+
 struct Config {
   RunConfig run;
   DataConfig data;
@@ -186,7 +203,9 @@ struct Config {
   OptimConfig optim;
   CommConfig comm;
   CompressionConfig compression;
+  QatConfig qat;
   LaunchConfig launch;
+  PvConfig pv;
 
   std::string sourcePath;  // the file it was read from ("" for defaults)
 
@@ -203,7 +222,6 @@ struct Config {
   std::string toYaml() const;
 };
 
-  QatConfig qat;
 // The compression settings of the parameter `parameterName`: `config.compression` with every
 // entry of compression.overrides whose glob (fnmatch syntax, e.g. "layers.0.*", "*.bias") matches
 // the name applied in order. The overrides were validated when the config was parsed.

@@ -7,6 +7,8 @@
 //   thinwire eval CONFIG --checkpoint DIR            validation loss (perplexity, bits per byte)
 //   thinwire eval CONFIG --quantized FILE            the same for a QAT export (docs/qat.md)
 //   thinwire quantize CONFIG --checkpoint DIR --out FILE   export a QAT model's integer weights
+//   thinwire quantize CONFIG --checkpoint DIR --method pv|p_only|ste|rtn [--out FILE]
+//                    PV-Tuning of a full-precision llama checkpoint (docs/pv_tuning.md)
 //   thinwire generate CONFIG --checkpoint DIR --prompt TEXT [--bytes N] [--temperature T]
 //                    [--seed S]                      a language model's continuation of TEXT
 //   thinwire config-docs                             prints docs/config.md
@@ -17,6 +19,7 @@
 #include <ATen/Parallel.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -42,6 +45,7 @@
 #include "core/models/model.h"
 #include "core/trainer.h"
 #include "launch/mpirun_command.h"
+#include "launch/pv_quantize.h"
 #include "qat/quantized_export.h"
 
 namespace thinwire {
@@ -67,6 +71,10 @@ commands:
   quantize CONFIG --checkpoint DIR --out FILE [--set path=value]...
       Export a model trained with qat.method other than none: integer weight codes and row
       steps plus the full-precision rest, one .twc file (format in docs/qat.md).
+  quantize CONFIG --checkpoint DIR --method pv|p_only|ste|rtn [--out FILE] [--set ...]
+      PV-Tuning: 2..3-bit group-wise codes + scales of a full-precision llama checkpoint,
+      fine-tuned against it (pv.* keys); writes a .safetensors export that `eval --quantized`
+      reads (docs/pv_tuning.md). Runs data-parallel under mpirun, else in this process.
   generate CONFIG --checkpoint DIR --prompt TEXT [--bytes N] [--temperature T] [--seed S]
       Print a language model's (model.type: llama) continuation of TEXT (default 200 bytes,
       temperature 0.8, seed 0; temperature 0 is greedy).
@@ -344,7 +352,9 @@ int commandEval(const std::vector<std::string>& args) {
   auto data =
       core::makeDataset(config.data, core::Split::kTest, config.run.seed, config.model.seqLen);
   std::shared_ptr<core::Model> model;
-  if (parsed.quantized.empty()) {
+  if (launch::isPvExport(parsed.quantized)) {
+    model = launch::loadPvExport(config, *data, parsed.quantized);
+  } else if (parsed.quantized.empty()) {
     model = loadModel(config, *data, parsed.checkpoint);
   } else {
     if (config.qat.method == "none") {
@@ -368,6 +378,10 @@ int commandEval(const std::vector<std::string>& args) {
 }
 
 int commandQuantize(const std::vector<std::string>& args) {
+  // PV-Tuning of a full-precision checkpoint (docs/pv_tuning.md).
+  if (std::find(args.begin(), args.end(), "--method") != args.end()) {
+    return launch::runPvQuantizeCommand(args);
+  }
   const ModelArgs parsed = parseModelArgs(args, /*generateFlags=*/false, /*exportFlags=*/true);
   if (parsed.checkpoint.empty()) throw UsageError("quantize needs --checkpoint DIR");
   if (parsed.out.empty()) throw UsageError("quantize needs --out FILE");
