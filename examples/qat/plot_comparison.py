@@ -45,17 +45,20 @@ def main():
     for variant in labels:
         path = os.path.join(runs, "quest_" + variant, "metrics.jsonl")
         if os.path.exists(path):
-            data[variant] = load(path)
+            loaded = load(path)
+            if loaded[1] is not None and loaded[2] is not None:  # finished runs only
+                data[variant] = loaded
     if "fp" not in data:
         sys.exit("plot_comparison.py: no full-precision run in " + runs)
     fpLoss = data["fp"][1]["loss"]
     fpStep = data["fp"][2]["seconds_per_step"]
-    print("| run | validation loss | vs FP | bits/byte | s/step | vs FP step |")
-    print("|---|---|---|---|---|---|")
+    print("| run | validation loss | vs FP | bits/byte | s/step | vs FP step | forward+backward s |")
+    print("|---|---|---|---|---|---|---|")
     for variant, (train, final, summary) in data.items():
         print(f"| {labels[variant]} | {final['loss']:.4f} | {100 * (final['loss'] / fpLoss - 1):+.2f} % "
               f"| {final['bits_per_byte']:.4f} | {summary['seconds_per_step']:.3f} "
-              f"| {summary['seconds_per_step'] / fpStep:.2f}x |")
+              f"| {summary['seconds_per_step'] / fpStep:.2f}x "
+              f"| {summary['times_per_step_s']['forward'] + summary['times_per_step_s']['backward']:.3f} |")
     os.makedirs(out, exist_ok=True)
     for width in ("w8a8", "w4a4", "w2a2", "w1a1"):
         if width not in data:
