@@ -6,41 +6,13 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/text.h"
 
 namespace thinwire {
 namespace {
 
 constexpr const char* kHeader = "{\"traceEvents\":[";
 constexpr const char* kFooterStart = "],\"displayTimeUnit\":\"ms\"";
-
-std::string escapeJson(const std::string& text) {
-  std::string out;
-  for (const char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buffer[8];
-          std::snprintf(buffer, sizeof(buffer), "\\u%04x", c);
-          out += buffer;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out;
-}
 
 void writeAtomically(const std::string& path, const std::string& text) {
   const std::string temporary = path + ".tmp";
@@ -112,9 +84,9 @@ void Timeline::write(const std::string& path) const {
         << (t == 0 ? "" : std::to_string(t)) << "\"}}";
   }
   for (const Event& e : events_) {
-    out << ",\n{\"ph\":\"X\",\"name\":\"" << escapeJson(e.name) << "\",\"cat\":\""
-        << escapeJson(e.category) << "\",\"pid\":" << options_.rank << ",\"tid\":" << e.track
-        << ",\"ts\":" << e.startUs << ",\"dur\":" << e.durationUs << "}";
+    out << ",\n{\"ph\":\"X\",\"name\":" << jsonQuote(e.name) << ",\"cat\":" << jsonQuote(e.category)
+        << ",\"pid\":" << options_.rank << ",\"tid\":" << e.track << ",\"ts\":" << e.startUs
+        << ",\"dur\":" << e.durationUs << "}";
   }
   out << "\n"
       << kFooterStart << ",\"otherData\":{\"rank\":" << options_.rank

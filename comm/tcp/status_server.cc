@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "base/error.h"
+#include "comm/tcp/listen.h"
 
 namespace thinwire::comm {
 namespace {
@@ -48,21 +49,7 @@ class StatusServer::Impl {
   };
 
   explicit Impl(const StatusServerOptions& options) : acceptor_(io_) {
-    boost::system::error_code ec;
-    const auto address = asio::ip::make_address(options.host, ec);
-    if (ec) {
-      TW_THROW(CommError, "status server: '", options.host, "' is not an IP address (",
-               ec.message(), ")");
-    }
-    const tcp::endpoint endpoint(address, options.port);
-    acceptor_.open(endpoint.protocol(), ec);
-    if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) acceptor_.bind(endpoint, ec);
-    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-      TW_THROW(CommError, "status server: cannot listen on ", options.host, ":", options.port, ": ",
-               ec.message());
-    }
+    listenOn(acceptor_, options.host, options.port, "status server");
     port_ = acceptor_.local_endpoint().port();
     accept();
     thread_ = std::thread([this] { io_.run(); });

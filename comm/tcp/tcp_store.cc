@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "base/error.h"
+#include "comm/tcp/listen.h"
 
 namespace thinwire::comm {
 namespace {
@@ -144,21 +145,7 @@ class TcpStoreServer::Impl {
   };
 
   explicit Impl(const TcpStoreServerOptions& options) : acceptor_(io_) {
-    boost::system::error_code ec;
-    const auto address = asio::ip::make_address(options.host, ec);
-    if (ec) {
-      TW_THROW(CommError, "store server: '", options.host, "' is not an IP address (", ec.message(),
-               ")");
-    }
-    const tcp::endpoint endpoint(address, options.port);
-    acceptor_.open(endpoint.protocol(), ec);
-    if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) acceptor_.bind(endpoint, ec);
-    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-      TW_THROW(CommError, "store server: cannot listen on ", options.host, ":", options.port, ": ",
-               ec.message());
-    }
+    listenOn(acceptor_, options.host, options.port, "store server");
     port_ = acceptor_.local_endpoint().port();
     accept();
     thread_ = std::thread([this] { io_.run(); });
