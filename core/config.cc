@@ -341,6 +341,12 @@ std::vector<KeySpec> buildSchema() {
       "onebit_adam: elements whose gradient was zero through the whole warm-up (variance 0 at "
       "the freeze) stay out of the 1-bit allreduce, so their momentum and error stay 0."));
   s.push_back(KeySpec(
+      "optim.onebit_preconditioned",
+      [](Config& c) -> FieldRef { return &c.optim.onebitPreconditioned; },
+      "onebit_adam: compress the preconditioned momentum m / (sqrt(v) + eps) (v is frozen and "
+      "identical on every rank, so the average is exact); false compresses m itself, as the "
+      "paper and DeepSpeed do, which diverged on text_llama (optim/one_bit_adam.h)."));
+  s.push_back(KeySpec(
                   "optim.schedule.name",
                   [](Config& c) -> FieldRef { return &c.optim.schedule.name; },
                   "Shape after warm-up: `constant`, `cosine` decay to `min_lr_ratio` x lr at "

@@ -82,18 +82,19 @@ struct ScheduleConfig {
 };
 
 struct OptimConfig {
-  std::string name = "sgd";     // optim.name: sgd|adam|adamw|onebit_adam
-  double lr = 0.1;              // optim.lr
-  double momentum = 0.0;        // optim.momentum (sgd)
-  bool nesterov = false;        // optim.nesterov (sgd)
-  double weightDecay = 0.0;     // optim.weight_decay
-  double beta1 = 0.9;           // optim.beta1 (adam, adamw)
-  double beta2 = 0.999;         // optim.beta2 (adam, adamw)
-  double eps = 1e-8;            // optim.eps (adam, adamw, onebit_adam)
-  int64_t freezeStep = 100000;  // optim.freeze_step (onebit_adam): AdamW warm-up steps
-  bool biasCorrection = true;   // optim.bias_correction (onebit_adam)
-  bool momentumMask = true;     // optim.momentum_mask (onebit_adam)
-  ScheduleConfig schedule;      // optim.schedule.*
+  std::string name = "sgd";          // optim.name: sgd|adam|adamw|onebit_adam
+  double lr = 0.1;                   // optim.lr
+  double momentum = 0.0;             // optim.momentum (sgd)
+  bool nesterov = false;             // optim.nesterov (sgd)
+  double weightDecay = 0.0;          // optim.weight_decay
+  double beta1 = 0.9;                // optim.beta1 (adam, adamw)
+  double beta2 = 0.999;              // optim.beta2 (adam, adamw)
+  double eps = 1e-8;                 // optim.eps (adam, adamw, onebit_adam)
+  int64_t freezeStep = 100000;       // optim.freeze_step (onebit_adam): AdamW warm-up steps
+  bool biasCorrection = true;        // optim.bias_correction (onebit_adam)
+  bool momentumMask = true;          // optim.momentum_mask (onebit_adam)
+  bool onebitPreconditioned = true;  // optim.onebit_preconditioned (onebit_adam)
+  ScheduleConfig schedule;           // optim.schedule.*
 };
 
 struct CommConfig {

@@ -46,6 +46,7 @@ optim::OptimizerOptions optimizerOptions(const OptimConfig& config,
           .freezeStep = config.freezeStep,
           .biasCorrection = config.biasCorrection,
           .momentumMask = config.momentumMask,
+          .preconditioned = config.onebitPreconditioned,
           .communicator = &comm,
           .commTimeout = timeout};
 }

@@ -18,6 +18,7 @@ OneBitAdam::OneBitAdam(std::vector<NamedParameter> parameters, const OptimizerOp
       frozenSteps_(parameters_.size(), 0),
       denominator_(parameters_.size()),
       masks_(parameters_.size()),
+      update_(parameters_.size()),
       allreduce_({.timeout = options.commTimeout}) {
   TW_CHECK(options_.beta1 >= 0 && options_.beta1 < 1, "1-bit Adam beta1 must be in [0, 1), got ",
            options_.beta1);
@@ -96,14 +97,28 @@ void OneBitAdam::compressionStep(double lr) {
     expAvg_[i].mul_(options_.beta1);
     if (grad.defined()) expAvg_[i].add_(grad, 1.0 - options_.beta1);
   }
-  allreduce_.run(expAvg_, *options_.communicator, masks_);
+  // Note [Preconditioned basis]: the compressed tensors are u = m / d; d is frozen and
+  // identical on every rank, so the average of u is the average of m divided by d.
+  std::vector<at::Tensor>& sent = options_.preconditioned ? update_ : expAvg_;
+  if (options_.preconditioned) {
+    for (size_t i = 0; i < parameters_.size(); ++i) {
+      if (!update_[i].defined()) update_[i] = at::empty_like(expAvg_[i]);
+      at::div_out(update_[i], expAvg_[i], denominator_[i]);
+    }
+  }
+  allreduce_.run(sent, *options_.communicator, masks_);
   for (size_t i = 0; i < parameters_.size(); ++i) {
     at::Tensor& param = parameters_[i].tensor;
     const int64_t t = ++steps_[i];
     const double biasCorrection1 =
         options_.biasCorrection ? 1.0 - std::pow(options_.beta1, static_cast<double>(t)) : 1.0;
     if (options_.weightDecay != 0) param.mul_(1.0 - lr * options_.weightDecay);
-    param.addcdiv_(expAvg_[i], denominator_[i], -lr / biasCorrection1);
+    if (options_.preconditioned) {
+      at::mul_out(expAvg_[i], update_[i], denominator_[i]);
+      param.add_(update_[i], -lr / biasCorrection1);
+    } else {
+      param.addcdiv_(expAvg_[i], denominator_[i], -lr / biasCorrection1);
+    }
   }
 }
 
@@ -123,6 +138,7 @@ StateDict OneBitAdam::state() const {
   }
   state["onebit.step"] = scalarTensor(step_);
   state["onebit.phase"] = scalarTensor(static_cast<int64_t>(compressing_ ? 1 : 0));
+  state["onebit.preconditioned"] = scalarTensor(static_cast<int64_t>(options_.preconditioned));
   return state;
 }
 
@@ -151,6 +167,16 @@ void OneBitAdam::loadState(const StateDict& state) {
     frozenSteps_[i] = requireEntry(state, "frozen_step." + name).item<int64_t>();
   }
   step_ = requireEntry(state, "onebit.step").item<int64_t>();
+  // The worker and server errors (rank state) live in the basis that was compressed.
+  auto basis = state.find("onebit.preconditioned");
+  const bool savedPreconditioned = basis != state.end() && basis->second.item<int64_t>() != 0;
+  if (requireEntry(state, "onebit.phase").item<int64_t>() == 1 &&
+      savedPreconditioned != options_.preconditioned) {
+    TW_THROW(ConfigError, "the checkpoint's 1-bit Adam compressed ",
+             savedPreconditioned ? "m / (sqrt(v) + eps)" : "the momentum",
+             " and its errors are in that basis; set optim.onebit_preconditioned: ",
+             savedPreconditioned ? "true" : "false", " to resume it");
+  }
   compressing_ = false;
   if (requireEntry(state, "onebit.phase").item<int64_t>() == 1) {
     freeze();

@@ -8,7 +8,8 @@
 //   compression (every later step; syncMode() == kOptimizerOwned, the trainer skips gradient
 //     communication): the variance v is frozen at its value after step freezeStep;
 //       m <- beta1 m + (1 - beta1) g_local          (this rank's own, un-averaged gradient)
-//       m <- OneBitAllreduce(m)                      (identical m on every rank afterwards)
+//       m <- OneBitAllreduce(m)                      (identical m on every rank afterwards;
+//                                                     by default in the basis m / d, see the Note)
 //       p <- p (1 - lr wd)                           (decoupled decay, local, never compressed)
 //       p <- p - lr / bc1(t) * m / (sqrt(v) / sqrt(bc2(freezeStep)) + eps)
 //     A parameter with no .grad() in this stage counts as a zero gradient (every rank must join
@@ -21,6 +22,18 @@
 // the step it was frozen at, bc2(t_freeze), and m keeps the running bc1(t) (t keeps counting; it
 // is 1 within float precision after a few hundred steps). biasCorrection = false: bc1 = bc2 = 1
 // everywhere, as DeepSpeed's OnebitAdam really computes (its flag is unused).
+//
+// Note [Preconditioned basis]
+// preconditioned = true (the default) compresses u = m / d instead of m, where d = sqrt(v) /
+// sqrt(bc2) + eps is the frozen denominator: u <- OneBitAllreduce(u); m <- u * d; p -= lr / bc1 *
+// u. d is frozen and bit-identical on every rank, so the exact average is unchanged (avg(m) / d),
+// and the error feedback works in the basis of the update itself. Why: 1-bit compression gives
+// every element of a tensor the same magnitude (the tensor's RMS). In the momentum basis an
+// element with a tiny frozen v (an LM-head row of a rare byte) then moves by lr * RMS(m) / sqrt(v),
+// hundreds of times Adam's step; text_llama diverged within 10 steps of the freeze that way
+// (docs/benchmarks.md, "1-bit Adam"). In the preconditioned basis every element moves by at most
+// about lr * RMS(u), like Adam's own normalised step. preconditioned = false is the paper's and
+// DeepSpeed's basis, kept for comparison; the errors of one basis cannot resume in the other.
 //
 // Note [Momentum mask]
 // An element whose v is exactly 0 at the freeze never had a non-zero gradient in the warm-up
@@ -70,7 +83,8 @@ class OneBitAdam : public Optimizer {
   OptimizerCommStats commStats() const override;
 
   StateDict state() const override;
-  // Throws DataError for a missing entry or a moment of another shape.
+  // Throws DataError for a missing entry or a moment of another shape, ConfigError for a
+  // compression-stage checkpoint saved with the other options.preconditioned.
   void loadState(const StateDict& state) override;
   StateDict rankState() const override { return allreduce_.state(); }
   void loadRankState(const StateDict& state) override { allreduce_.loadState(state); }
@@ -95,6 +109,7 @@ class OneBitAdam : public Optimizer {
   std::vector<int64_t> frozenSteps_;     // steps_[i] when v was frozen
   std::vector<at::Tensor> denominator_;  // sqrt(v) / sqrt(bc2) + eps, frozen (derived from v)
   std::vector<at::Tensor> masks_;        // v != 0 at the freeze (derived from v); see the Note
+  std::vector<at::Tensor> update_;       // m / d, the compressed tensors (preconditioned basis)
   int64_t step_ = 0;
   bool compressing_ = false;
   compressors::OneBitAllreduce allreduce_;

@@ -55,6 +55,7 @@ struct OptimizerOptions {
   int64_t freezeStep = 100000;
   bool biasCorrection = true;  // 1-bit Adam: torch-style bias correction (see one_bit_adam.h)
   bool momentumMask = true;    // 1-bit Adam: never-updated elements stay out of the compression
+  bool preconditioned = true;  // 1-bit Adam: compress m / (sqrt(v) + eps), not m (one_bit_adam.h)
   // 1-bit Adam: the group its compressed momentum allreduce runs on (borrowed, must outlive the
   // optimizer; required for kOneBitAdam, ignored by the others), and the bound on each wait.
   comm::Communicator* communicator = nullptr;

@@ -114,9 +114,10 @@ TEST(OneBitAdamTest, SwitchesExactlyAtFreezeStepAndFreezesTheVariance) {
 }
 
 // 3 ranks: the warm-up sees the same (averaged) gradient everywhere, the compression stage each
-// rank's own. m must equal the reference allreduce of the ranks' local momenta bit for bit, and
-// the parameters the frozen-variance update of §5.1 (to float rounding).
-TEST(OneBitAdamTest, CompressionStageFollowsTheReferenceOnThreeRanks) {
+// rank's own. m must equal the reference allreduce of the ranks' local momenta (or, in the
+// preconditioned basis, of m / d, times d) bit for bit, and the parameters the frozen-variance
+// update of §5.1 (to float rounding).
+void checkCompressionStage(bool preconditioned) {
   constexpr int kRanks = 3, kFreeze = 4, kSteps = 9;
   constexpr double kLr = 0.02, kB1 = 0.9, kB2 = 0.99, kEps = 1e-6, kWd = 0.05;
   auto world = comm::makeLocalWorld(kRanks, {.timeout = std::chrono::seconds(60)});
@@ -156,9 +157,24 @@ TEST(OneBitAdamTest, CompressionStageFollowsTheReferenceOnThreeRanks) {
         }
       }
       for (int p = 0; p < 2; ++p) {
+        // The frozen denominator in float, as Adam's update forms it.
+        const at::Tensor d = v[p].sqrt().div_(std::sqrt(1 - std::pow(kB2, kFreeze))).add_(kEps);
+        if (preconditioned) {
+          for (auto& values : local[p]) {
+            for (size_t k = 0; k < values.size(); ++k) values[k] /= d.data_ptr<float>()[k];
+          }
+        }
         std::vector<float> averaged = allreduce[p].step(local[p], {});
-        std::memcpy(m[p].data_ptr<float>(), averaged.data(), averaged.size() * sizeof(float));
         for (int64_t k = 0; k < m[p].numel(); ++k) {
+          m[p].data_ptr<float>()[k] =
+              preconditioned ? averaged[k] * d.data_ptr<float>()[k] : averaged[k];
+        }
+        for (int64_t k = 0; k < m[p].numel(); ++k) {
+          if (preconditioned) {
+            params[p][k] =
+                params[p][k] * (1 - kLr * kWd) - kLr * averaged[k] / (1 - std::pow(kB1, t));
+            continue;
+          }
           const double mHat = averaged[k] / (1 - std::pow(kB1, t));
           const double vHat = v[p].data_ptr<float>()[k] / (1 - std::pow(kB2, kFreeze));
           params[p][k] = params[p][k] * (1 - kLr * kWd) - kLr * mHat / (std::sqrt(vHat) + kEps);
@@ -178,6 +194,7 @@ TEST(OneBitAdamTest, CompressionStageFollowsTheReferenceOnThreeRanks) {
     options.beta2 = kB2;
     options.eps = kEps;
     options.weightDecay = kWd;
+    options.preconditioned = preconditioned;
     OneBitAdam opt(model.parameters(), options);
     for (int step = 0; step < kSteps; ++step) {
       model.setGrad(step, step < kFreeze ? -1 : comm.rank());
@@ -199,6 +216,14 @@ TEST(OneBitAdamTest, CompressionStageFollowsTheReferenceOnThreeRanks) {
     const int64_t block = 2 * 4 + (allreduce[0].chunk() + allreduce[1].chunk()) / 8;
     EXPECT_EQ(opt.commStats().wireBytes, (kSteps - kFreeze) * 2 * (kRanks - 1) * block);
   });
+}
+
+TEST(OneBitAdamTest, CompressionStageFollowsTheReferenceOnThreeRanks) {
+  checkCompressionStage(/*preconditioned=*/false);
+}
+
+TEST(OneBitAdamTest, PreconditionedCompressionStageFollowsTheReferenceOnThreeRanks) {
+  checkCompressionStage(/*preconditioned=*/true);
 }
 
 // Elements whose gradient is always zero (the first two rows of the weight) keep m = 0, zero
@@ -278,6 +303,26 @@ TEST(OneBitAdamTest, StateAndRankStateRoundTripContinueBitExactly) {
     EXPECT_TRUE(bitEqual(whole.weight, split.weight));
     EXPECT_TRUE(bitEqual(whole.bias, split.bias));
   });
+}
+
+// The errors of one basis mean nothing in the other: a compression-stage state saved with one
+// setting of `preconditioned` is refused by the other, and accepted by its own.
+TEST(OneBitAdamTest, ResumeRefusesTheOtherCompressionBasis) {
+  auto world = comm::makeLocalWorld(1);
+  Model model(3);
+  OneBitAdam saved(model.parameters(), oneBitOptions(*world[0], 1));
+  for (int step = 0; step < 3; ++step) {
+    model.setGrad(step, -1);
+    saved.step(0.01);
+  }
+  const StateDict state = saved.state();
+  OptimizerOptions other = oneBitOptions(*world[0], 1);
+  other.preconditioned = false;
+  OneBitAdam mismatched(model.parameters(), other);
+  EXPECT_THROW(mismatched.loadState(state), ConfigError);
+  OneBitAdam same(model.parameters(), oneBitOptions(*world[0], 1));
+  EXPECT_NO_THROW(same.loadState(state));
+  EXPECT_TRUE(same.compressing());
 }
 
 TEST(OneBitAdamTest, RefusesMissingCommunicatorAndZeroFreezeStep) {
