@@ -24,6 +24,9 @@
 #              Adam with freeze_step 5 = the 5 first steps every summary leaves out of
 #              seconds_per_step, so the measured steps are all in the compression stage) and the
 #              floor (AdamW with comm.gradient_sync: false)
+#   text-llama-qat  the same job, unthrottled, 20 steps, 3 repeats: what quantization-aware
+#              training costs per step: thinwire-adamw (full precision), thinwire-quest-w4a4,
+#              thinwire-quest-w8a8 and thinwire-ste-w4a4 (qat.* as in examples/qat/)
 # --networks and --methods run a subset; a matrix's extra methods run only when named there
 # (compression: thinwire-topk-tiny, top-k 0.01 %, what synchronising costs by itself; and
 # thinwire-topk-econtrol).
@@ -50,7 +53,7 @@ if [[ ${1:-} == __network ]]; then
   exit $?
 fi
 
-usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; }
 [[ $# -ge 1 ]] || { usage >&2; exit 2; }
 [[ $1 == -h || $1 == --help ]] && { usage; exit 0; }
 matrix=$1
@@ -95,7 +98,11 @@ case $matrix in
     workload=text-llama ranks=4 steps=${steps:-20} repeats=${repeats:-2}
     networks=(shared-1gbit)
     methods=(floor thinwire-adamw thinwire-onebit-adam) ;;
-  *) echo "bench/run.sh: unknown matrix '$matrix' (baseline, peers, compression, smoke, text-llama)" >&2; exit 2 ;;
+  text-llama-qat)
+    workload=text-llama ranks=4 steps=${steps:-20} repeats=${repeats:-3}
+    networks=(unthrottled)
+    methods=(thinwire-adamw thinwire-quest-w4a4 thinwire-quest-w8a8 thinwire-ste-w4a4) ;;
+  *) echo "bench/run.sh: unknown matrix '$matrix' (baseline, peers, compression, smoke, text-llama, text-llama-qat)" >&2; exit 2 ;;
 esac
 [[ $steps =~ ^[0-9]+$ ]] && ((steps >= 6)) || { echo "bench/run.sh: --steps must be >= 6, got '$steps'" >&2; exit 2; }
 [[ $repeats =~ ^[0-9]+$ ]] && ((repeats >= 1)) || { echo "bench/run.sh: --repeats must be >= 1, got '$repeats'" >&2; exit 2; }
@@ -181,6 +188,9 @@ method_info = {
     "thinwire-sign-ef": ("thinwire, 1-bit sign (scale per 2048) + error feedback", "thinwire", False),
     "thinwire-adamw": ("thinwire, AdamW, float32 gradient allreduce", "thinwire", False),
     "thinwire-onebit-adam": ("thinwire, 1-bit Adam in its compression stage (freeze_step 5)", "thinwire", False),
+    "thinwire-quest-w4a4": ("thinwire, AdamW, QuEST W4A4 (Half) quantization-aware training", "thinwire", False),
+    "thinwire-quest-w8a8": ("thinwire, AdamW, QuEST W8A8 (Half) quantization-aware training", "thinwire", False),
+    "thinwire-ste-w4a4": ("thinwire, AdamW, W4A4 straight-through (STE) quantization-aware training", "thinwire", False),
     "floor": ("compute-only floor (no gradient communication)", "thinwire", True),
     "ddp-none": ("PyTorch DDP (gloo), no hook", "pytorch-ddp", False),
     "ddp-fp16": ("PyTorch DDP (gloo), fp16_compress_hook", "pytorch-ddp", False),
@@ -200,7 +210,10 @@ json.dump({
     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     "networks": [{"name": n, "label": labels[n]} for n in networks.split()],
     "methods": [dict(name=m, label=method_info[m][0], framework=method_info[m][1],
-                     **({"floor": True} if method_info[m][2] else {})) for m in methods.split()],
+                     # text-llama-qat: the reference is the full-precision step.
+                     **({"floor": True} if method_info[m][2] or (
+                         matrix == "text-llama-qat" and m == "thinwire-adamw") else {}))
+                for m in methods.split()],
 }, open(path, "w"), indent=1)
 EOF
 

@@ -64,6 +64,9 @@ bench_thinwire_method_args() {
     thinwire-sign-ef) echo "--set compression.method=sign --set compression.feedback=ef --set comm.overlap=on" ;;
     thinwire-adamw) echo "" ;;
     thinwire-onebit-adam) echo "--set optim.name=onebit_adam --set optim.freeze_step=5" ;;
+    thinwire-quest-w4a4) echo "--set qat.method=quest --set qat.w_bits=4 --set qat.a_bits=4 --set qat.variant=half" ;;
+    thinwire-quest-w8a8) echo "--set qat.method=quest --set qat.w_bits=8 --set qat.a_bits=8 --set qat.variant=half" ;;
+    thinwire-ste-w4a4) echo "--set qat.method=ste --set qat.w_bits=4 --set qat.a_bits=4" ;;
     *) echo "bench/run.sh: unknown thinwire method $1" >&2; return 2 ;;
   esac
 }
