@@ -358,6 +358,7 @@ void CompressionEngine::encode(const std::vector<size_t>& layers,
   }
   if (step.step < options_.startStep) return;
   const bool accumulating = accumulateStep_ == step.step;
+  Timeline::Span span(options_.timeline, "compress", "codec");
   Stopwatch encodeClock;
   const bool sampling = options_.errorEvery > 0 && step.step % options_.errorEvery == 0;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -436,7 +437,10 @@ void CompressionEngine::exchange(const std::vector<size_t>& layers,
       denseGrads.clear();
     }
   }
-  syncDense(dense, denseGrads, dense.size() == layers.size() ? flat : at::Tensor());
+  {
+    Timeline::Span span(dense.empty() ? nullptr : options_.timeline, "communicate", "comm");
+    syncDense(dense, denseGrads, dense.size() == layers.size() ? flat : at::Tensor());
+  }
 
   for (auto& [kind, positions] : compressed) {
     std::vector<AggregationTask> tasks;
@@ -469,7 +473,11 @@ void CompressionEngine::exchange(const std::vector<size_t>& layers,
       task.payload = std::move(layer.payload);
       tasks.push_back(std::move(task));
     }
-    aggregators_[static_cast<size_t>(kind)]->run(tasks, comm_, options_.timeout);
+    {
+      Timeline::Span span(options_.timeline, "communicate", "comm");
+      aggregators_[static_cast<size_t>(kind)]->run(tasks, comm_, options_.timeout);
+    }
+    Timeline::Span decodeSpan(options_.timeline, "decompress", "codec");
     Stopwatch decodeClock;
     for (size_t t = 0; t < tasks.size(); ++t) {
       const size_t id = t < ownTasks ? layers[positions[t]] : layers[riders[t - ownTasks]];
@@ -506,7 +514,10 @@ void CompressionEngine::exchange(const std::vector<size_t>& layers,
       task.rank = layer.method.lowRank;
       tasks.push_back(std::move(task));
     }
-    powerSgd_->run(tasks, step, comm_, options_.timeout);
+    {
+      Timeline::Span span(options_.timeline, "communicate", "comm");
+      powerSgd_->run(tasks, step, comm_, options_.timeout);
+    }
     for (size_t t = 0; t < tasks.size(); ++t) {
       const size_t id = layers[lowRank[t]];
       stats_[id].bytesSent += tasks[t].bytesSent;

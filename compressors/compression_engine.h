@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "base/state_dict.h"
+#include "base/timeline.h"
 #include "comm/communicator.h"
 #include "compressors/aggregator.h"
 #include "compressors/compressor.h"
@@ -86,6 +87,10 @@ struct CompressionEngineOptions {
   // Uniform (the methods above as they are) or L-GreCo over the top-k, quantize and PowerSGD
   // layers; warmupSteps must be >= startStep + window.
   LayerwisePolicyOptions layerwise;
+  // Borrowed, optional: encode() records "compress" spans, exchange() "communicate" (the
+  // aggregators' collectives with their fused decode, and PowerSGD's rounds) and "decompress"
+  // (the feedback's decode) spans.
+  Timeline* timeline = nullptr;
 };
 
 struct LayerStats {

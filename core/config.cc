@@ -292,6 +292,14 @@ std::vector<KeySpec> buildSchema() {
                   "Stop with a checkpoint after this step (to test resume); 0 = off; at most "
                   "`train.steps`.")
                   .atLeast(0));
+  s.push_back(KeySpec(
+                  "train.nonfinite", [](Config& c) -> FieldRef { return &c.train.nonfinite; },
+                  "NaN or Inf in any rank's gradient, found after backward and before any "
+                  "error-feedback, compressor or optimizer state is updated, agreed by all ranks: "
+                  "`stop` fails the run on every rank naming the step and the ranks, `skip` drops "
+                  "the step everywhere (counted as `skipped_steps` in the metrics), `off` does not "
+                  "check (compressed runs then encode buckets during backward again).")
+                  .oneOf({"stop", "skip", "off"}));
   // optim
   s.push_back(KeySpec(
                   "optim.name", [](Config& c) -> FieldRef { return &c.optim.name; }, "Optimizer.")
@@ -439,6 +447,33 @@ std::vector<KeySpec> buildSchema() {
                   "links). `mpi`: MPI_Allreduce (Open MPI's shared-memory path is faster on one "
                   "host). `auto`: ring when the job spans hosts or launch.transport is tcp.")
                   .oneOf({"auto", "ring", "mpi"}));
+  s.push_back(KeySpec(
+                  "comm.heartbeat_s", [](Config& c) -> FieldRef { return &c.comm.heartbeatS; },
+                  "Watchdog of an MPI run: every rank heartbeats through a store on rank 0 this "
+                  "often; a rank silent for half of `comm.timeout_s` (killed, stopped, wedged) "
+                  "makes every other rank exit non-zero naming it and the collective it was in. "
+                  "At most a quarter of `comm.timeout_s`; 0 turns the watchdog off.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
+                  "comm.store_host", [](Config& c) -> FieldRef { return &c.comm.storeHost; },
+                  "IP address rank 0's rendezvous store listens on and the other ranks connect "
+                  "to; `auto`: 127.0.0.1 when all ranks share one host, else rank 0's host name "
+                  "(listening on every interface).")
+                  .oneOf({"auto"})
+                  .orOther("<IP address>"));
+  s.push_back(KeySpec(
+      "comm.timeline", [](Config& c) -> FieldRef { return &c.comm.timeline; },
+      "Chrome trace of the run (chrome://tracing, ui.perfetto.dev): forward, "
+      "backward, compress, communicate, decompress and optimizer spans per rank. "
+      "Relative paths are under the run directory; each rank writes "
+      "`<name>.rank<r>.json` and rank 0 merges them into this file at the end "
+      "(several hosts need a shared file system). Empty: off."));
+  s.push_back(KeySpec(
+      "comm.status", [](Config& c) -> FieldRef { return &c.comm.status; },
+      "`HOST:PORT` where rank 0 serves the live metrics as JSON over HTTP "
+      "(`thinwire status HOST:PORT` prints them); use 127.0.0.1 unless the endpoint "
+      "must be reachable from elsewhere; port 0 picks a free one (logged). Empty: "
+      "off."));
   // compression
   s.push_back(KeySpec(
                   "compression.method", [](Config& c) -> FieldRef { return &c.compression.method; },
@@ -1339,6 +1374,20 @@ struct Parser {
       fail(blame("optim.schedule.warmup_steps", "train.steps"), "optim.schedule.warmup_steps",
            "must be <= train.steps (" + std::to_string(c.train.steps) + "), got " +
                std::to_string(c.optim.schedule.warmupSteps));
+    }
+    if (c.comm.heartbeatS > c.comm.timeoutS / 4) {
+      fail(blame("comm.heartbeat_s", "comm.timeout_s"), "comm.heartbeat_s",
+           "must be <= comm.timeout_s / 4 (" + formatDouble(c.comm.timeoutS / 4) + "), got " +
+               formatDouble(c.comm.heartbeatS));
+    }
+    if (!c.comm.status.empty()) {
+      const size_t colon = c.comm.status.rfind(':');
+      const std::string port = colon == std::string::npos ? "" : c.comm.status.substr(colon + 1);
+      if (colon == 0 || port.empty() || port.size() > 5 ||
+          port.find_first_not_of("0123456789") != std::string::npos || std::stol(port) > 65535) {
+        fail(originOf("comm.status"), "comm.status",
+             "must be HOST:PORT with a port in 0..65535, got '" + c.comm.status + "'");
+      }
     }
     if (c.train.stopAfter > c.train.steps) {
       fail(blame("train.stop_after", "train.steps"), "train.stop_after",

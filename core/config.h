@@ -71,6 +71,9 @@ struct TrainConfig {
   std::string resume = "auto";   // train.resume: auto|never|<checkpoint directory>
   int64_t threads = 1;           // train.threads: intra-op threads per rank
   int64_t stopAfter = 0;         // train.stop_after: stop (checkpointed) after this step; 0 = off
+
+  // train.nonfinite: stop|skip|off, what NaN/Inf in a gradient does (core/nonfinite.h)
+  std::string nonfinite = "stop";
 };
 
 struct ScheduleConfig {
@@ -104,6 +107,10 @@ struct CommConfig {
   bool gradientSync = true;        // comm.gradient_sync: false = compute-only benchmark mode
   std::string overlap = "auto";    // comm.overlap: auto|on|off, start buckets during backward
   std::string allreduce = "auto";  // comm.allreduce: auto|ring|mpi, large-bucket algorithm
+  double heartbeatS = 1.0;         // comm.heartbeat_s: watchdog beat period; 0 = no watchdog
+  std::string storeHost = "auto";  // comm.store_host: where rank 0's rendezvous store listens
+  std::string timeline;            // comm.timeline: Chrome trace path; "" = off
+  std::string status;              // comm.status: HOST:PORT of rank 0's status endpoint; "" = off
 };
 
 struct DgcConfig {

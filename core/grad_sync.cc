@@ -5,6 +5,8 @@
 
 #include "base/error.h"
 #include "base/timer.h"
+#include "comm/heartbeat.h"
+#include "core/nonfinite.h"
 
 namespace thinwire::core {
 
@@ -68,7 +70,16 @@ void GradSync::prepare(bool synchronize, const compressors::StepInfo& step) {
     bucket.work.reset();
   }
   nextLaunch_ = 0;
+  localNonFinite_ = false;
   inFlight_ = true;
+}
+
+void GradSync::noteFinite(const at::Tensor& values) {
+  if (options_.checkFinite && !localNonFinite_ && !allFinite({values})) localNonFinite_ = true;
+}
+
+void GradSync::activity(const std::string& text) const {
+  if (options_.onActivity) options_.onActivity(text);
 }
 
 void GradSync::onGradient(size_t index, const at::Tensor& grad) {
@@ -89,9 +100,32 @@ void GradSync::onGradient(size_t index, const at::Tensor& grad) {
       target.copy_(grad);
     }
   }
+  noteFinite(target);
   slot.ready = true;
   --bucket.pending;
-  if (options_.overlap) launchReadyBuckets(/*force=*/false);
+  // An engine's encode() updates feedback state, so with the check on it must wait for the
+  // agreement in finish(). See Note [Non-finite gradients].
+  const bool deferEncode = options_.checkFinite && options_.engine != nullptr;
+  if (options_.overlap && !deferEncode) launchReadyBuckets(/*force=*/false);
+}
+
+void GradSync::fillUnready(Bucket& bucket) {
+  if (bucket.pending == 0) return;
+  at::NoGradGuard noGrad;
+  for (size_t k : bucket.parameters) {
+    Slot& slot = slots_[k];
+    if (slot.ready) continue;
+    at::Tensor target = bucket.flat.narrow(0, slot.offset, parameters_[k].tensor.numel());
+    const at::Tensor& accumulated = parameters_[k].tensor.grad();
+    if (accumulated.defined()) {
+      target.copy_(accumulated.reshape({-1}));
+      noteFinite(target);
+    } else {
+      target.zero_();
+    }
+    slot.ready = true;
+  }
+  bucket.pending = 0;
 }
 
 void GradSync::launchReadyBuckets(bool force) {
@@ -100,19 +134,7 @@ void GradSync::launchReadyBuckets(bool force) {
     if (bucket.pending > 0) {
       if (!force) return;
       // See Note [Bucket order]: unused parameters contribute zeros.
-      for (size_t k : bucket.parameters) {
-        Slot& slot = slots_[k];
-        if (slot.ready) continue;
-        at::Tensor target = bucket.flat.narrow(0, slot.offset, parameters_[k].tensor.numel());
-        const at::Tensor& accumulated = parameters_[k].tensor.grad();
-        if (accumulated.defined()) {
-          target.copy_(accumulated.reshape({-1}));
-        } else {
-          target.zero_();
-        }
-        slot.ready = true;
-      }
-      bucket.pending = 0;
+      fillUnready(bucket);
     }
     if (force) {
       ++stats_.bucketsLaunchedLate;
@@ -158,13 +180,43 @@ void GradSync::launch(Bucket& bucket) {
 
 bool GradSync::finish(const BucketDone& onBucketDone) {
   if (!armed_) return false;
+  nonFiniteRanks_.clear();
+  // A compressed bucket runs several collectives, each bounded by the timeout on the sync
+  // thread; this outer bound only has to exceed their sum.
+  const std::chrono::milliseconds bucketTimeout =
+      options_.engine != nullptr ? options_.timeout * 16 : options_.timeout;
+  const std::string stepText = " step " + std::to_string(step_.step + 1);
+  if (options_.checkFinite) {
+    // See Note [Non-finite gradients]. Plain buckets are all on the wire before the agreement,
+    // so every rank issues the same collectives in the same order whatever launched early.
+    if (options_.engine == nullptr) {
+      launchReadyBuckets(/*force=*/true);
+    } else {
+      for (auto& bucket : buckets_) fillUnready(bucket);
+    }
+    activity(std::string(comm::kCollectiveActivity) + "non-finite gradient check" + stepText);
+    nonFiniteRanks_ = agreeOnNonFinite(comm_, localNonFinite_, options_.timeout);
+    if (!nonFiniteRanks_.empty()) {
+      for (size_t b = 0; b < nextLaunch_; ++b) buckets_[b].work->wait(bucketTimeout);
+      armed_ = false;
+      inFlight_ = false;
+      return true;
+    }
+  }
   launchReadyBuckets(/*force=*/true);
   at::NoGradGuard noGrad;
-  for (auto& bucket : buckets_) {
+  const std::string kind =
+      options_.engine != nullptr ? "compressed gradient sync bucket " : "allreduce bucket ";
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    Bucket& bucket = buckets_[b];
+    activity(std::string(comm::kCollectiveActivity) + kind + std::to_string(b) + " of " +
+             std::to_string(buckets_.size()) + stepText);
     Stopwatch watch;
-    // A compressed bucket runs several collectives, each bounded by the timeout on the sync
-    // thread; this outer bound only has to exceed their sum.
-    bucket.work->wait(options_.engine != nullptr ? options_.timeout * 16 : options_.timeout);
+    {
+      Timeline::Span span(options_.engine == nullptr ? options_.timeline : nullptr, "communicate",
+                          "comm");
+      bucket.work->wait(bucketTimeout);
+    }
     stats_.waitSeconds += watch.seconds();
     for (size_t k : bucket.parameters) {
       at::Tensor& param = parameters_[k].tensor;

@@ -26,8 +26,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "base/timeline.h"
 #include "comm/communicator.h"
 #include "comm/op_queue.h"
 #include "compressors/compression_engine.h"
@@ -45,6 +47,14 @@ struct GradSyncOptions {
   // allreduce. Runs at every world size, 1 included, so a single rank trains with the same
   // compression arithmetic. See Note [Compressed buckets].
   compressors::CompressionEngine* engine = nullptr;
+  // Test every gradient for NaN/Inf before it reaches a collective or the engine, and agree
+  // across ranks in finish() (see Note [Non-finite gradients] in core/nonfinite.h).
+  bool checkFinite = false;
+  // Told what finish() waits for ("collective: allreduce bucket 2 of 5 step 17"), on the
+  // caller's thread, before each wait: the watchdog's activity. Optional.
+  std::function<void(const std::string&)> onActivity;
+  // Borrowed, optional: finish()'s waits for plain buckets become "communicate" spans.
+  Timeline* timeline = nullptr;
 };
 
 struct GradSyncStats {
@@ -77,7 +87,14 @@ class GradSync {
   // buckets were synchronised (and `onBucketDone` saw every parameter), false when there was
   // nothing to do (a disarmed backward, gradient_sync off, or a single rank). Throws the
   // communicator's CommError/TimeoutError.
+  // With options.checkFinite, every rank first agrees whether any rank's gradients hold NaN/Inf;
+  // if one does, nothing is written to .grad(), `onBucketDone` is not called, no compressed
+  // bucket is encoded, and nonFiniteRanks() lists the ranks (finish() still returns true).
   bool finish(const BucketDone& onBucketDone = nullptr);
+
+  // The ranks whose gradients held NaN/Inf in the last finish() that returned true (sorted,
+  // identical on every rank); empty when all were finite or the check is off.
+  const std::vector<int>& nonFiniteRanks() const { return nonFiniteRanks_; }
 
   int64_t numBuckets() const { return static_cast<int64_t>(buckets_.size()); }
   bool overlapping() const { return options_.overlap; }
@@ -97,7 +114,11 @@ class GradSync {
   };
 
   void onGradient(size_t index, const at::Tensor& grad);
+  // Fills the slots of parameters that got no gradient in this backward (Note [Bucket order]).
+  void fillUnready(Bucket& bucket);
   void launchReadyBuckets(bool force);
+  void noteFinite(const at::Tensor& values);
+  void activity(const std::string& text) const;
   void launch(Bucket& bucket);
 
   std::vector<optim::NamedParameter> parameters_;
@@ -112,6 +133,8 @@ class GradSync {
   std::unique_ptr<comm::OpQueue> syncQueue_;    // runs the engine's bucket exchanges in order
   bool armed_ = false;
   bool inFlight_ = false;
+  bool localNonFinite_ = false;  // this rank saw NaN/Inf in the current backward
+  std::vector<int> nonFiniteRanks_;
   GradSyncStats stats_;
 };
 

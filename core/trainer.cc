@@ -8,18 +8,22 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 #include <thread>
 
 #include "base/error.h"
 #include "base/timer.h"
+#include "comm/heartbeat.h"
 #include "core/checkpoint.h"
 #include "core/compression_plan.h"
+#include "core/control_plane.h"
 #include "core/data/dataset.h"
 #include "core/data/distributed_sampler.h"
 #include "core/data/text_dataset.h"
 #include "core/metrics.h"
 #include "core/models/model.h"
+#include "core/nonfinite.h"
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
@@ -126,9 +130,22 @@ struct Trainer::State {
       parameters.push_back({item.key(), item.value()});
     }
     optimizer = optim::makeOptimizer(parameters, optimizerOptions(c.optim, comm, timeout));
+    plane = std::make_unique<ControlPlane>(
+        comm,
+        controlPlaneOptions(c, runDirectory(c), options.ranksOnThisHost, options.onPeerFailure),
+        log);
+    if (options.gradientFault) {
+      // Registered before GradSync's hooks, so sync sees the altered gradient.
+      for (auto& p : parameters) {
+        p.tensor.register_hook([this, fault = options.gradientFault, name = p.name](
+                                   const at::Tensor& grad) { return fault(step, name, grad); });
+      }
+    }
     if (compressionEnabled(c)) {
-      engine = std::make_unique<compressors::CompressionEngine>(
-          layerSpecs(parameters), comm, compressionPlan(c, parameters, timeout));
+      compressors::CompressionEngineOptions plan = compressionPlan(c, parameters, timeout);
+      plan.timeline = plane->timeline();
+      engine = std::make_unique<compressors::CompressionEngine>(layerSpecs(parameters), comm,
+                                                                std::move(plan));
     }
     sync = std::make_unique<GradSync>(
         parameters, comm,
@@ -137,7 +154,23 @@ struct Trainer::State {
                                                   c.train.threads, options.cores),
                         .enabled = c.comm.gradientSync,
                         .timeout = timeout,
-                        .engine = engine.get()});
+                        .engine = engine.get(),
+                        .checkFinite = nonfinite != NonFinitePolicy::kOff,
+                        .onActivity = [this](const std::string& a) { plane->setActivity(a); },
+                        .timeline = plane->timeline()});
+  }
+
+  // The ranks whose gradients of this step hold NaN/Inf, identical on every rank (collective
+  // unless the check is off). `synchronised`: GradSync checked and agreed already.
+  std::vector<int> nonFiniteRanks(bool synchronised) {
+    if (nonfinite == NonFinitePolicy::kOff) return {};
+    if (synchronised) return sync->nonFiniteRanks();
+    std::vector<at::Tensor> grads;
+    for (const auto& p : parameters) grads.push_back(p.tensor.grad());
+    const bool local = !allFinite(grads);
+    plane->setActivity(std::string(comm::kCollectiveActivity) + "non-finite gradient check step " +
+                       std::to_string(step + 1));
+    return agreeOnNonFinite(comm, local, timeout);
   }
 
   void broadcastModel() {
@@ -303,6 +336,9 @@ struct Trainer::State {
   std::chrono::milliseconds timeout;
   std::vector<optim::NamedParameter> parameters;
   std::unique_ptr<optim::Optimizer> optimizer;
+  NonFinitePolicy nonfinite = parseNonFinitePolicy(config.train.nonfinite);
+  int64_t step = 0;                     // the step being trained (0-based), for hooks
+  std::unique_ptr<ControlPlane> plane;  // before engine and sync, which borrow its timeline
   std::unique_ptr<compressors::CompressionEngine> engine;  // null: plain averaging
   std::unique_ptr<GradSync> sync;
 
@@ -457,7 +493,8 @@ JsonRecord Trainer::summaryRecord(const TrainResult& result, double wallSeconds)
       .add("final_test_loss", result.finalTestLoss)
       .add("bytes_sent_per_rank", result.sync.bytesSent)
       .add("wire_bytes_per_rank", result.sync.wireBytes)
-      .add("wall_s", wallSeconds);
+      .add("wall_s", wallSeconds)
+      .add("skipped_steps", result.skippedSteps);
   if (!result.evals.empty() && result.evals.back().text) record.add("text", textSummary(result));
   if (s.engine && s.engine->adaptive()) record.add("layerwise", s.layerwiseRecord());
   return record;
@@ -490,6 +527,9 @@ TrainResult Trainer::run() {
                "; overlap ", s.sync->overlapping() ? "on" : "off",
                " (comm.overlap: ", config.comm.overlap, ")");
     if (s.engine) s.log.info("compression: ", s.engine->describe());
+    s.plane->publishStatus(statusRecord(config, s.comm.worldSize(), "training",
+                                        JsonRecord().add("step", result.startStep))
+                               .str());
   }
 
   const int64_t accumulation = config.train.gradAccumulation;
@@ -504,14 +544,19 @@ TrainResult Trainer::run() {
                                : config.train.steps;
   for (; step < lastStep; ++step) {
     Stopwatch stepClock;
+    s.step = step;
+    const std::string stepText = " step " + std::to_string(step + 1);
     const double lr = s.schedule.lrAt(step);
     for (int64_t micro = 0; micro < accumulation; ++micro) {
       Stopwatch phase;
       Batch batch = s.train->batch(s.sampler.indices(step * accumulation + micro));
       result.times.data += phase.seconds();
       phase.reset();
+      s.plane->setActivity("forward" + stepText);
+      std::optional<Timeline::Span> span(std::in_place, s.plane->timeline(), "forward", "compute");
       at::Tensor logits = s.model->forward(batch.inputs);
       at::Tensor loss = crossEntropy(logits, batch.labels, at::Reduction::Mean);
+      span.reset();
       result.times.forward += phase.seconds();
       {
         at::NoGradGuard noGrad;
@@ -529,7 +574,10 @@ TrainResult Trainer::run() {
                        .epoch = static_cast<double>(step * samplesPerStep) /
                                 static_cast<double>(s.train->size()),
                        .worldSize = s.comm.worldSize()});
+      s.plane->setActivity("backward" + stepText);
+      span.emplace(s.plane->timeline(), "backward", "compute");
       (accumulation > 1 ? loss / static_cast<double>(accumulation) : loss).backward();
+      span.reset();
       result.times.backward += phase.seconds();
     }
     // Note [Optimizer overlap]: each bucket's parameters are updated as soon as the bucket is
@@ -541,6 +589,7 @@ TrainResult Trainer::run() {
     double bucketStepSeconds = 0;
     auto stepBucket = [&](const std::vector<size_t>& indices) {
       if (partsRefused) return;
+      Timeline::Span span(s.plane->timeline(), "optimizer", "optim");
       Stopwatch watch;
       if (s.optimizer->stepParameters(lr, indices)) {
         parametersStepped += indices.size();
@@ -555,7 +604,15 @@ TrainResult Trainer::run() {
         s.sync->finish(stepPerBucket ? GradSync::BucketDone(stepBucket) : nullptr);
     result.times.syncWait += phase.seconds() - bucketStepSeconds;
     phase.reset();
-    if (!synchronised || parametersStepped == 0) {
+    const std::vector<int> nonFinite = s.nonFiniteRanks(synchronised);
+    s.plane->setActivity("optimizer" + stepText);
+    if (!nonFinite.empty()) {
+      const std::string message = nonFiniteMessage(step + 1, nonFinite, s.nonfinite);
+      if (s.nonfinite == NonFinitePolicy::kStop) TW_THROW(core::NonFiniteGradientError, message);
+      ++result.skippedSteps;
+      if (leader) s.log.warn("step skipped: ", message);
+    } else if (!synchronised || parametersStepped == 0) {
+      Timeline::Span span(s.plane->timeline(), "optimizer", "optim");
       // Under kOptimizerOwned the gradients are local, so clipping bounds each rank's own
       // gradient norm (as DeepSpeed's engine does for 1-bit Adam).
       if (config.train.clipGradNorm > 0)
@@ -591,6 +648,7 @@ TrainResult Trainer::run() {
                  " x uniform");
     }
     if (done % config.run.logEvery == 0 || last) {
+      s.plane->setActivity(std::string(comm::kCollectiveActivity) + "metrics allreduce" + stepText);
       std::vector<double> totals = s.sumOverRanks({lossSum, correctSum, seenSum});
       StepRecord record{
           .step = done, .loss = totals[0] / totals[2], .accuracy = totals[1] / totals[2], .lr = lr};
@@ -599,16 +657,19 @@ TrainResult Trainer::run() {
       const double samplesPerSecond =
           static_cast<double>(windowSteps * samplesPerStep) / std::max(window, 1e-9);
       if (leader) {
-        metrics.write(JsonRecord()
-                          .add("kind", "train")
-                          .add("step", done)
-                          .add("loss", record.loss)
-                          .add("accuracy", record.accuracy)
-                          .add("lr", lr)
-                          .add("samples_per_s", samplesPerSecond)
-                          .add("elapsed_s", runClock.seconds())
-                          .add("bytes_sent", s.commStats().bytesSent)
-                          .add("wire_bytes", s.commStats().wireBytes));
+        const JsonRecord train = JsonRecord()
+                                     .add("kind", "train")
+                                     .add("step", done)
+                                     .add("loss", record.loss)
+                                     .add("accuracy", record.accuracy)
+                                     .add("lr", lr)
+                                     .add("samples_per_s", samplesPerSecond)
+                                     .add("elapsed_s", runClock.seconds())
+                                     .add("bytes_sent", s.commStats().bytesSent)
+                                     .add("wire_bytes", s.commStats().wireBytes)
+                                     .add("skipped_steps", result.skippedSteps);
+        metrics.write(train);
+        s.plane->publishStatus(statusRecord(config, s.comm.worldSize(), "training", train).str());
         char text[160];
         std::snprintf(text, sizeof(text), "loss %.4f | acc %.3f | lr %.3g | %.0f samples/s",
                       record.loss, record.accuracy, lr, samplesPerSecond);
@@ -625,6 +686,7 @@ TrainResult Trainer::run() {
     const bool evalNow = (config.train.evalEvery > 0 && done % config.train.evalEvery == 0) ||
                          done == config.train.steps;
     if (evalNow) {
+      s.plane->setActivity("evaluation" + stepText);
       EvalRecord eval = evaluate(done);
       result.evals.push_back(eval);
       result.finalTestAccuracy = eval.accuracy;
@@ -653,6 +715,7 @@ TrainResult Trainer::run() {
     const bool checkpointNow =
         (config.train.checkpointEvery > 0 && done % config.train.checkpointEvery == 0) || last;
     if (checkpointNow) {
+      s.plane->setActivity("checkpoint" + stepText);
       s.saveCheckpoint(done);
       windowClock.reset();
       windowSteps = 0;
@@ -670,8 +733,13 @@ TrainResult Trainer::run() {
   result.lastStep = step;
   result.stoppedEarly = step < config.train.steps;
   result.sync = s.commStats();
+  s.plane->finish(s.timeout);
   if (leader && !result.evals.empty() && result.evals.back().text) reportXzBaseline(result);
-  if (leader) metrics.write(summaryRecord(result, runClock.seconds()));
+  if (leader) {
+    const JsonRecord summary = summaryRecord(result, runClock.seconds());
+    metrics.write(summary);
+    s.plane->publishStatus(statusRecord(config, s.comm.worldSize(), "finished", summary).str());
+  }
   return result;
 }
 

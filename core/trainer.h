@@ -27,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -79,12 +80,22 @@ struct TrainResult {
   std::string resumedFrom;    // checkpoint directory, "" for a fresh start
   StepTimes times;
   GradSyncStats sync;
+  // Steps dropped by train.nonfinite: skip (identical on every rank).
+  int64_t skippedSteps = 0;
 };
 
 // What the trainer cannot know from the config: where this rank runs.
 struct TrainerOptions {
   int ranksOnThisHost = 1;  // ranks sharing this machine's cores (WorldInfo::localSize)
   int cores = 0;            // cores of this machine; 0 = std::thread::hardware_concurrency()
+  // The watchdog's action (core/control_plane.h): called once, on a background thread, with a
+  // report naming the silent rank and what this rank is in. Unset: no watchdog (threads as
+  // ranks, where a dead rank takes the whole process with it).
+  std::function<void(const std::string& report)> onPeerFailure;
+  // Fault injection for tests: every parameter's gradient passes through it as backward
+  // produces it, before gradient sync and the non-finite check see it; `step` is 0-based.
+  std::function<at::Tensor(int64_t step, const std::string& parameter, const at::Tensor& grad)>
+      gradientFault;
 };
 
 // Resolves comm.overlap: "on" and "off" as given; "auto" is on when every rank on the host has

@@ -13,6 +13,7 @@
 //                    [--seed S]                      a language model's continuation of TEXT
 //   thinwire config-docs                             prints docs/config.md
 //   thinwire print-config CONFIG [--set ...]         the effective config, every key
+//   thinwire status HOST:PORT                        a running job's live metrics (comm.status)
 //
 // Exit codes: 0 success, 1 runtime failure (data, communication, timeout), 2 bad usage or config.
 #include <ATen/CPUGeneratorImpl.h>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -37,12 +39,14 @@
 #include "comm/local/local_communicator.h"
 #include "comm/mpi/mpi_communicator.h"
 #include "comm/mpi/mpi_environment.h"
+#include "comm/tcp/status_server.h"
 #include "comm/world_info.h"
 #include "core/checkpoint.h"
 #include "core/config.h"
 #include "core/data/dataset.h"
 #include "core/models/llama.h"
 #include "core/models/model.h"
+#include "core/nonfinite.h"
 #include "core/trainer.h"
 #include "launch/mpirun_command.h"
 #include "launch/pv_quantize.h"
@@ -82,10 +86,15 @@ commands:
       Print the reference of every config key (docs/config.md).
   print-config CONFIG [--set path=value]...
       Print the effective configuration with every key.
+  status HOST:PORT [--timeout SECONDS]
+      Print the live metrics (JSON) of a running job whose config sets comm.status: HOST:PORT.
   --help, --version
 
 Config keys are documented in docs/config.md; --set uses the same dotted paths.
 )";
+
+// Exit code of a rank whose watchdog found a silent peer (a runtime failure, as in the header).
+constexpr int kExitPeerFailure = 1;
 
 struct UsageError : Error {
   using Error::Error;
@@ -189,6 +198,11 @@ int runRank(const core::Config& config,
       std::fflush(stdout);
     }
     return 0;
+  } catch (const core::NonFiniteGradientError& e) {
+    // Every rank agreed on this error and throws it at the same step: no abort needed, and
+    // none wanted (an abort would cut the other ranks' reports short).
+    log.error("rank ", comm.rank(), " stopped: ", e.what());
+    return 1;
   } catch (const std::exception& e) {
     log.error("rank ", comm.rank(), " failed: ", e.what());
     if (comm.worldSize() > 1) comm.abort(e.what());
@@ -241,7 +255,47 @@ int commandTrain(const std::vector<std::string>& args) {
     log.info("large-bucket allreduce: ", ring ? "ring" : "MPI_Allreduce",
              " (comm.allreduce: ", config.comm.allreduce, ")");
   }
-  return runRank(config, comm, log, {.ranksOnThisHost = std::max(1, world.localSize)});
+  core::TrainerOptions options{.ranksOnThisHost = std::max(1, world.localSize)};
+  options.onPeerFailure = [&log, interval = config.comm.heartbeatS](const std::string& report) {
+    log.error("watchdog: ", report, "; exiting");
+    // The other live ranks notice the same silence within about one heartbeat; waiting that long
+    // lets each print its own report before mpirun tears the job down on this exit.
+    std::this_thread::sleep_for(std::chrono::duration<double>(2 * interval));
+    std::fflush(stderr);
+    std::_Exit(kExitPeerFailure);
+  };
+  return runRank(config, comm, log, options);
+}
+
+// `thinwire status HOST:PORT`: prints the document rank 0's status endpoint serves.
+int commandStatus(const std::vector<std::string>& args) {
+  std::string address;
+  double timeoutSeconds = 5;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--timeout") {
+      if (i + 1 >= args.size()) throw UsageError("--timeout needs a value");
+      try {
+        timeoutSeconds = std::stod(args[++i]);
+      } catch (const std::exception&) {
+        throw UsageError("--timeout needs a number of seconds, got '" + args[i] + "'");
+      }
+      if (timeoutSeconds <= 0) throw UsageError("--timeout must be > 0");
+    } else if (!args[i].empty() && args[i][0] == '-') {
+      throw UsageError("unknown option '" + args[i] + "'");
+    } else if (address.empty()) {
+      address = args[i];
+    } else {
+      throw UsageError("unexpected argument '" + args[i] + "'");
+    }
+  }
+  if (address.empty()) throw UsageError("missing HOST:PORT (the job's comm.status)");
+  if (address.find(':') == std::string::npos) {
+    throw UsageError("expected HOST:PORT, got '" + address + "'");
+  }
+  const std::string body = comm::fetchStatus(
+      address, std::chrono::milliseconds(static_cast<int64_t>(timeoutSeconds * 1000)));
+  std::cout << body << (body.empty() || body.back() != '\n' ? "\n" : "") << std::flush;
+  return 0;
 }
 
 int commandLaunch(const std::vector<std::string>& args) {
@@ -462,6 +516,7 @@ int dispatch(const std::vector<std::string>& args) {
   if (command == "eval") return commandEval(rest);
   if (command == "quantize") return commandQuantize(rest);
   if (command == "generate") return commandGenerate(rest);
+  if (command == "status") return commandStatus(rest);
   if (command == "config-docs") {
     std::cout << core::configReferenceMarkdown();
     return 0;
