@@ -7,8 +7,8 @@
 #   examples/qat/run_comparison.sh [THINWIRE_BINARY] [STEPS] [WARMUP] ["VARIANTS"]
 set -eu
 bin=${1:-build/release/bin/thinwire}
-steps=${2:-40}
-warmup=${3:-4}
+steps=${2:-200}
+warmup=${3:-20}
 variants=${4:-fp w8a8 w4a4 w4a4_ste w2a2 w1a1}
 common="--set train.steps=$steps --set optim.schedule.warmup_steps=$warmup --set run.progress=false"
 for variant in $variants; do
