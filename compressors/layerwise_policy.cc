@@ -260,6 +260,13 @@ LayerwisePolicy::LayerwisePolicy(LayerwisePolicyOptions options,
   windows_.resize(layers_.size());
 }
 
+LayerwiseErrorMeasure parseLayerwiseErrorMeasure(const std::string& name) {
+  if (name == "squared") return LayerwiseErrorMeasure::kSquared;
+  if (name == "sum_of_norms") return LayerwiseErrorMeasure::kSumOfNorms;
+  TW_THROW(InvalidArgument, "L-GreCo error measure must be squared or sum_of_norms, got '", name,
+           "'");
+}
+
 bool LayerwisePolicy::solvesAt(int64_t step) const {
   if (!adaptive() || step < options_.warmupSteps) return false;
   return (step - options_.warmupSteps) % options_.adjustEvery == 0;
@@ -293,6 +300,11 @@ void LayerwisePolicy::clearWindow() {
 LayerwiseSolution LayerwisePolicy::solve(const std::vector<std::vector<int64_t>>& sizes,
                                          const std::vector<std::vector<double>>& errors) const {
   LayerwiseProblem problem{sizes, errors, {}};
+  if (options_.measure == LayerwiseErrorMeasure::kSumOfNorms) {
+    for (std::vector<double>& row : problem.errors) {
+      for (double& e : row) e = std::sqrt(std::max(0.0, e));
+    }
+  }
   for (const LayerwiseCandidates& c : layers_) problem.defaults.push_back(c.defaultIndex);
   return solveLayerwise(problem, {.alpha = options_.alpha, .buckets = options_.buckets}, choice_);
 }

@@ -11,7 +11,8 @@
 // with S_l(c) the payload bytes and E_l(c) = ||C_c(G_l) - G_l||^2 measured on G_l, the sum of
 // the error-feedback-compensated gradients (what the compressor is given) of the last `window`
 // steps before a solve. The discretised knapsack DP is solveLayerwise(), usable alone (Note
-// [L-GreCo DP]).
+// [L-GreCo DP]). LayerwiseErrorMeasure::kSumOfNorms uses E_l(c) = ||C_c(G_l) - G_l|| instead, as
+// the reference code sums unsquared norms (specs §4.1 pitfall); only for comparisons with it.
 //
 // This file provides the pieces; CompressionEngine wires them into a training step (Note
 // [L-GreCo protocol] in compression_engine.cc): it feeds the window, measures the tables on rank 0,
@@ -99,6 +100,13 @@ std::vector<double> lowRankErrors(const at::Tensor& matrix,
 
 enum class LayerwiseKind { kUniform, kLGreco };
 
+// What the budget sums per layer: squared errors (the model-wide squared norm; the default) or
+// unsquared norms (the reference code's measure, for parity).
+enum class LayerwiseErrorMeasure { kSquared, kSumOfNorms };
+
+// Parses "squared" | "sum_of_norms"; throws InvalidArgument otherwise.
+LayerwiseErrorMeasure parseLayerwiseErrorMeasure(const std::string& name);
+
 // Parses "uniform" | "lgreco"; throws InvalidArgument otherwise.
 LayerwiseKind parseLayerwiseKind(const std::string& name);
 
@@ -111,7 +119,8 @@ enum class LayerwiseFamily {
 
 struct LayerwisePolicyOptions {
   LayerwiseKind kind = LayerwiseKind::kUniform;
-  double alpha = 1.0;         // error budget relative to the uniform default, > 0
+  double alpha = 1.0;  // error budget relative to the uniform default, > 0
+  LayerwiseErrorMeasure measure = LayerwiseErrorMeasure::kSquared;
   int64_t window = 10;        // steps accumulated before each solve, >= 1
   int64_t warmupSteps = 100;  // first solve at this step; >= window (+ the engine's startStep)
   int64_t adjustEvery = 100;  // re-solve period in steps, >= window
@@ -151,8 +160,8 @@ struct LayerwiseReport {
   bool feasible = true;        // false: the last solve kept the previous choice
   int64_t predictedBytes = 0;  // payload bytes per step of the chosen candidates, on the window
   int64_t defaultBytes = 0;    // the same for the uniform defaults
-  double predictedError = 0;   // total squared error of the choice on the window
-  double defaultError = 0;     // total squared error of the defaults on the window
+  double predictedError = 0;   // total error of the choice on the window (options' measure)
+  double defaultError = 0;     // total error of the defaults on the window (options' measure)
 };
 
 class LayerwisePolicy {
@@ -184,8 +193,9 @@ class LayerwisePolicy {
   void countWindowStep() { ++windowSteps_; }
   void clearWindow();
 
-  // Solves with `sizes` and `errors` (one row per layer, one column per candidate) against the
-  // current choice as the fallback. Does not change the choice: apply() does.
+  // Solves with `sizes` and squared `errors` (one row per layer, one column per candidate)
+  // against the current choice as the fallback; with kSumOfNorms the budget sums their square
+  // roots, and the solution's errors are in those units. Does not change the choice: apply() does.
   LayerwiseSolution solve(const std::vector<std::vector<int64_t>>& sizes,
                           const std::vector<std::vector<double>>& errors) const;
   // Makes `choice` current (one index per layer) with its report; throws InvalidArgument for an

@@ -96,6 +96,7 @@ compressors::CompressionEngineOptions compressionPlan(
   compressors::LayerwisePolicyOptions& layerwise = options.layerwise;
   layerwise.kind = compressors::parseLayerwiseKind(base.policy);
   layerwise.alpha = base.lgreco.alpha;
+  layerwise.measure = compressors::parseLayerwiseErrorMeasure(base.lgreco.error);
   layerwise.window = base.lgreco.window;
   layerwise.warmupSteps = base.lgreco.warmupSteps;
   layerwise.adjustEvery = base.lgreco.adjustEvery;

@@ -656,6 +656,13 @@ std::vector<KeySpec> buildSchema() {
                   "on the accumulated gradients of the window. 1 never does worse than uniform.")
                   .above(0));
   s.push_back(KeySpec(
+                  "compression.lgreco.error",
+                  [](Config& c) -> FieldRef { return &c.compression.lgreco.error; },
+                  "What the budget sums per layer: `squared` errors (the model-wide squared "
+                  "norm) or `sum_of_norms`, the unsquared per-layer norms the reference code "
+                  "sums (specs §4.1), for comparisons with it.")
+                  .oneOf({"squared", "sum_of_norms"}));
+  s.push_back(KeySpec(
                   "compression.lgreco.window",
                   [](Config& c) -> FieldRef { return &c.compression.lgreco.window; },
                   "Steps whose error-feedback-compensated gradients are summed (on rank 0) "

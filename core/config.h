@@ -123,6 +123,7 @@ struct DgcConfig {
 
 struct LgrecoConfig {
   double alpha = 1.0;          // compression.lgreco.alpha: error budget vs the uniform default
+  std::string error = "squared";  // compression.lgreco.error: squared|sum_of_norms
   int64_t window = 10;         // compression.lgreco.window: steps accumulated before a solve
   int64_t warmupSteps = 100;   // compression.lgreco.warmup_steps: first solve at this step
   int64_t adjustEvery = 100;   // compression.lgreco.adjust_every: re-solve period

@@ -294,6 +294,33 @@ TEST(LayerwisePolicyTest, SolvesAfterWarmUpAndAccumulatesTheWindowBefore) {
   EXPECT_THROW(LayerwisePolicy(options, {}), InvalidArgument);
 }
 
+// Squared errors {4, 1, 0} per layer (norms {2, 1, 0}), default the middle one: under the squared
+// budget (2) moving one layer down to the cheapest candidate costs 4 and cannot be paid for; under
+// the sum of norms (budget 2) it costs 2, paid by the other layer going to error 0: 14 bytes
+// instead of 20.
+TEST(LayerwisePolicyTest, SumOfNormsBudgetsUnsquaredErrors) {
+  const std::vector<std::vector<int64_t>> sizes = {{2, 10, 12}, {2, 10, 12}};
+  const std::vector<std::vector<double>> squared = {{4, 1, 0}, {4, 1, 0}};
+  const LayerwiseCandidates layer{LayerwiseFamily::kQuantize, {2, 4, 8}, 1};
+  LayerwisePolicyOptions options;
+  options.kind = LayerwiseKind::kLGreco;
+  LayerwisePolicy squaredPolicy(options, {layer, layer});
+  const LayerwiseSolution plain = squaredPolicy.solve(sizes, squared);
+  EXPECT_EQ(plain.choice, (std::vector<size_t>{1, 1}));
+  EXPECT_EQ(plain.size, 20);
+  EXPECT_DOUBLE_EQ(plain.defaultError, 2.0);
+  options.measure = parseLayerwiseErrorMeasure("sum_of_norms");
+  LayerwisePolicy normsPolicy(options, {layer, layer});
+  const LayerwiseSolution norms = normsPolicy.solve(sizes, squared);
+  EXPECT_EQ(norms.size, 14);
+  EXPECT_DOUBLE_EQ(norms.error, 2.0);
+  EXPECT_DOUBLE_EQ(norms.defaultError, 2.0);  // 1 + 1 in norms
+  EXPECT_EQ(norms.choice[0] + norms.choice[1], 2u);
+  EXPECT_NE(norms.choice[0], 1u);
+  EXPECT_EQ(parseLayerwiseErrorMeasure("squared"), LayerwiseErrorMeasure::kSquared);
+  EXPECT_THROW(parseLayerwiseErrorMeasure("norms"), InvalidArgument);
+}
+
 TEST(LayerwisePolicyTest, StateRoundTripKeepsChoiceReportAndWindow) {
   LayerwisePolicyOptions options;
   options.kind = LayerwiseKind::kLGreco;
