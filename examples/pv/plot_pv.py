@@ -34,6 +34,7 @@ def load(out):
 def main():
     out = sys.argv[1]
     png_dir = sys.argv[2] if len(sys.argv) > 2 else "docs/benchmarks"
+    os.makedirs(png_dir, exist_ok=True)
     runs = load(out)
     seeds = sorted({s for s, m in runs if m != "rtn"})
     final = {}
