@@ -12,6 +12,7 @@
 #endif
 
 #include "base/error.h"
+#include "compressors/cuda_paths.h"
 
 namespace thinwire::compressors {
 namespace {
@@ -245,6 +246,10 @@ void QuantizeCompressor::compress(at::Tensor& residual,
                                   Payload& out,
                                   const LayerParams& params) {
   const int bits = checkedBits(params);
+  if (residual.defined() && residual.is_cuda()) {
+    return compressQuantizeOnCuda(options_, bits, residual, addend, addendScale, out, params,
+                                  payloadBytes(residual.numel(), params));
+  }
   checkFlatFloat(residual, "quantize", "residual");
   const int64_t numel = residual.numel();
   if (addend.defined()) {
@@ -317,6 +322,9 @@ void QuantizeCompressor::decompressAdd(const Payload& payload,
                                        float alpha,
                                        const LayerParams& params) const {
   const int bits = checkedBits(params);
+  if (out.defined() && out.is_cuda()) {
+    return decompressAddQuantizeOnCuda(options_, bits, payload, out, alpha, params);
+  }
   checkFlatFloat(out, "quantize", "out");
   const int64_t numel = out.numel();
   TW_CHECK(payload.numel == numel, "quantize: out has ", numel, " elements, payload ",

@@ -107,28 +107,15 @@ int64_t maskPass(const float* __restrict x,
 
 }  // namespace
 
-float sampleThreshold(const at::Tensor& residual,
-                      const at::Tensor& addend,
-                      float addendScale,
-                      const ThresholdSampleOptions& options) {
+ThresholdSamplePlan planThresholdSample(int64_t numel, const ThresholdSampleOptions& options) {
   TW_CHECK(options.fraction > 0 && options.fraction <= 1,
            "sampleThreshold: fraction must be in (0, 1], got ", options.fraction);
   TW_CHECK(options.sampleRatio > 0 && options.sampleRatio <= 1,
            "sampleThreshold: sampleRatio must be in (0, 1], got ", options.sampleRatio);
   TW_CHECK(options.minSamples >= 1, "sampleThreshold: minSamples must be >= 1, got ",
            options.minSamples);
-  checkInput("sampleThreshold: residual", residual);
-  const int64_t numel = residual.numel();
   TW_CHECK(numel >= 1 && numel <= INT32_MAX, "sampleThreshold: numel = ", numel,
            ", expected in [1, ", INT32_MAX, "]");
-  const float* r = residual.data_ptr<float>();
-  const float* a = nullptr;
-  if (addend.defined()) {
-    checkInput("sampleThreshold: addend", addend);
-    TW_CHECK(addend.numel() == numel, "sampleThreshold: addend has ", addend.numel(),
-             " elements, residual ", numel);
-    a = addend.data_ptr<float>();
-  }
   const int64_t samples = std::min<int64_t>(
       numel, std::max<int64_t>(options.minSamples,
                                static_cast<int64_t>(
@@ -142,6 +129,31 @@ float sampleThreshold(const at::Tensor& residual,
   const uint64_t starts = static_cast<uint64_t>(numel - (taken - 1) * stride);  // in [1, 2^31)
   // Multiply-shift maps 32 random bits onto [0, starts) without a division.
   const int64_t first = static_cast<int64_t>(((splitMix64(options.seed) >> 32) * starts) >> 32);
+  const int64_t rank = std::max<int64_t>(
+      1, std::min<int64_t>(taken, static_cast<int64_t>(
+                                      std::ceil(options.fraction * static_cast<double>(taken)))));
+  return {first, stride, taken, rank};
+}
+
+float sampleThreshold(const at::Tensor& residual,
+                      const at::Tensor& addend,
+                      float addendScale,
+                      const ThresholdSampleOptions& options) {
+  checkInput("sampleThreshold: residual", residual);
+  const int64_t numel = residual.numel();
+  const ThresholdSamplePlan plan = planThresholdSample(numel, options);
+  const float* r = residual.data_ptr<float>();
+  const float* a = nullptr;
+  if (addend.defined()) {
+    checkInput("sampleThreshold: addend", addend);
+    TW_CHECK(addend.numel() == numel, "sampleThreshold: addend has ", addend.numel(),
+             " elements, residual ", numel);
+    a = addend.data_ptr<float>();
+  }
+  const int64_t first = plan.first;
+  const int64_t stride = plan.stride;
+  const int64_t taken = plan.count;
+  const int64_t rank = plan.rank;
   // Magnitudes are ranked by their keys (Note [Sample keys]); a NaN's key 0 is never chosen
   // while a number remains.
   std::vector<uint32_t> keys(taken);
@@ -155,9 +167,6 @@ float sampleThreshold(const at::Tensor& residual,
   } else {
     for (int64_t s = 0; s < taken; ++s) keys[s] = sampleKey(r[first + s * stride]);
   }
-  const int64_t rank = std::max<int64_t>(
-      1, std::min<int64_t>(taken, static_cast<int64_t>(
-                                      std::ceil(options.fraction * static_cast<double>(taken)))));
   std::vector<uint32_t> scratch;
   const uint32_t key = nthLargestKey(keys.data(), taken, rank, scratch);
   // An all-NaN sample: +inf keeps only infinities rather than everything.

@@ -50,6 +50,18 @@ float sampleThreshold(const at::Tensor& residual,
                       float addendScale,
                       const ThresholdSampleOptions& options);
 
+// The sample sampleThreshold() draws for a tensor of `numel` elements: positions first + s * stride
+// for s < count, and the rank of the threshold among their magnitudes (rank-th largest). The CUDA
+// path of TopKCompressor draws the same sample. Pure; throws InvalidArgument like sampleThreshold()
+// for options outside their ranges and numel outside [1, INT32_MAX].
+struct ThresholdSamplePlan {
+  int64_t first = 0;
+  int64_t stride = 1;
+  int64_t count = 1;
+  int64_t rank = 1;
+};
+ThresholdSamplePlan planThresholdSample(int64_t numel, const ThresholdSampleOptions& options);
+
 // Blocking, pure. Returns the rank-th largest (1-based) of keys[0, count): the value
 // std::nth_element with std::greater would put at rank - 1, found by radix selection (histograms
 // of the top 11, the next 11 and the last 10 bits, each over the keys left in the chosen bin,

@@ -13,6 +13,7 @@
 #endif
 
 #include "base/error.h"
+#include "compressors/cuda_paths.h"
 
 namespace thinwire::compressors {
 namespace {
@@ -165,6 +166,10 @@ void SignCompressor::compress(at::Tensor& residual,
                               float addendScale,
                               Payload& out,
                               const LayerParams& params) {
+  if (residual.defined() && residual.is_cuda()) {
+    return compressSignOnCuda(options_, residual, addend, addendScale, out,
+                              payloadBytes(residual.numel(), params));
+  }
   checkFlatFloat(residual, "sign", "residual");
   const int64_t numel = residual.numel();
   if (addend.defined()) {
@@ -234,6 +239,7 @@ void SignCompressor::decompressAdd(const Payload& payload,
                                    at::Tensor& out,
                                    float alpha,
                                    const LayerParams& params) const {
+  if (out.defined() && out.is_cuda()) return decompressAddSignOnCuda(options_, payload, out, alpha);
   checkFlatFloat(out, "sign", "out");
   const int64_t numel = out.numel();
   TW_CHECK(payload.numel == numel, "sign: out has ", numel, " elements, payload ", payload.numel);

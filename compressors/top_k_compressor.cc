@@ -16,6 +16,7 @@
 #endif
 
 #include "base/error.h"
+#include "compressors/cuda_paths.h"
 #include "compressors/sampled_threshold.h"
 
 namespace thinwire::compressors {
@@ -316,6 +317,9 @@ void TopKCompressor::compress(at::Tensor& residual,
                               Payload& out,
                               const LayerParams& params) {
   checkRatio(params.ratio);
+  if (residual.defined() && residual.is_cuda()) {
+    return compressTopKOnCuda(options_, residual, addend, addendScale, out, params);
+  }
   checkFloatTensor("residual", residual);
   const int64_t numel = residual.numel();
   TW_CHECK(numel <= INT32_MAX, "top-k: numel = ", numel, " exceeds the int32 index range");
@@ -613,6 +617,9 @@ void TopKCompressor::decompressAdd(const Payload& payload,
                                    at::Tensor& out,
                                    float alpha,
                                    const LayerParams& params) const {
+  if (out.defined() && out.is_cuda()) {
+    return decompressAddTopKOnCuda(options_, payload, out, alpha, params);
+  }
   checkFloatTensor("decompressAdd output", out);
   TW_CHECK(out.numel() == payload.numel, "top-k: decompressAdd output has ", out.numel(),
            " elements, the payload decodes to ", payload.numel);

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "base/error.h"
+#include "qat/cuda_rows.h"
 
 namespace thinwire::qat {
 
@@ -39,6 +40,11 @@ at::Tensor rotate(const at::Tensor& x) {
   at::Tensor work = x.to(at::kFloat).contiguous().clone();
   const int64_t d = work.size(-1);
   const int64_t rows = d == 0 ? 0 : work.numel() / d;
+  if (work.is_cuda()) {
+    at::Tensor rowsView = work.view({rows, d});
+    if (rows > 0) hadamardRowsOnCudaInPlace(rowsView);
+    return work.to(x.scalar_type());
+  }
   float* data = work.data_ptr<float>();
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) fwhtBlocksInPlace(data + r * d, d);

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "base/error.h"
+#include "qat/cuda_rows.h"
 #include "qat/hadamard.h"
 
 namespace thinwire::qat {
@@ -102,8 +103,16 @@ struct FakeQuantizeFunction : public torch::autograd::Function<FakeQuantizeFunct
     const bool trust = options.gradient == Gradient::kTrust;
     at::Tensor mask;
     if (trust) mask = at::empty(input.sizes(), input.options().dtype(at::kBool));
-    quantizeRowsKernel(input.data_ptr<float>(), rows, d, plan, values.data_ptr<float>(),
-                       trust ? mask.data_ptr<bool>() : nullptr, nullptr, nullptr);
+    if (input.is_cuda()) {
+      const CudaRows cuda = quantizeRowsOnCuda(
+          input.view({rows, d}), {plan.bits, plan.hadamard, plan.rotateBack, plan.maskScale}, trust,
+          false);
+      values = cuda.values.view(input.sizes());
+      if (trust) mask = cuda.mask.view(input.sizes());
+    } else {
+      quantizeRowsKernel(input.data_ptr<float>(), rows, d, plan, values.data_ptr<float>(),
+                         trust ? mask.data_ptr<bool>() : nullptr, nullptr, nullptr);
+    }
     ctx->saved_data["hadamard"] = plan.hadamard;
     ctx->saved_data["full"] = plan.rotateBack;
     ctx->saved_data["trust"] = trust;
@@ -127,6 +136,12 @@ struct FakeQuantizeFunction : public torch::autograd::Function<FakeQuantizeFunct
     if (trust) {
       mask = ctx->get_saved_variables()[0].contiguous();
       m = mask.data_ptr<bool>();
+    }
+    if (gradient.is_cuda()) {
+      at::Tensor rowsView = gradient.view({rows, d});
+      backwardRowsOnCudaInPlace(rowsView, trust ? mask.view({rows, d}) : at::Tensor(), full,
+                                hadamard);
+      return {gradient.to(upstream.scalar_type()), at::Tensor()};
     }
     // Full: ((G H) . M) H^T; Half: (G . M) H^T; without the rotation: G . M.
     at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
@@ -175,6 +190,11 @@ QuantizedRows quantizeRows(const at::Tensor& x, const QuantizerOptions& options)
   out.codes = at::empty({rows, d}, input.options().dtype(at::kChar));
   out.step = at::empty({rows}, input.options());
   out.mask = at::empty({rows, d}, input.options().dtype(at::kBool));
+  if (input.is_cuda()) {
+    const CudaRows cuda = quantizeRowsOnCuda(
+        input, {plan.bits, plan.hadamard, plan.rotateBack, plan.maskScale}, true, true);
+    return {cuda.codes, cuda.steps, cuda.mask};
+  }
   quantizeRowsKernel(input.data_ptr<float>(), rows, d, plan, values.data_ptr<float>(),
                      out.mask.data_ptr<bool>(), out.codes.data_ptr<int8_t>(),
                      out.step.data_ptr<float>());
