@@ -8,10 +8,11 @@
 
 namespace thinwire::comm {
 
-void checkTensor(const char* op, const char* name, const at::Tensor& tensor) {
+void checkTensor(const char* op, const char* name, const at::Tensor& tensor, bool allowCuda) {
   TW_CHECK(tensor.defined(), op, ": ", name, " is an undefined tensor, expected a CPU tensor");
-  TW_CHECK(tensor.device().is_cpu(), op, ": ", name, " is on device ", tensor.device(),
-           ", expected a CPU tensor");
+  TW_CHECK(tensor.device().is_cpu() || (allowCuda && tensor.device().is_cuda()), op, ": ", name,
+           " is on device ", tensor.device(),
+           allowCuda ? ", expected a CPU or CUDA tensor" : ", expected a CPU tensor");
   TW_CHECK(isSupportedDtype(tensor.scalar_type()), op, ": ", name, " has dtype ",
            tensor.scalar_type(), ", expected one of Float, Half, BFloat16, Int, Long, Byte");
   TW_CHECK(tensor.is_contiguous(), op, ": ", name, " of sizes ", tensor.sizes(), " and strides ",
@@ -45,8 +46,8 @@ bool overlaps(const at::Tensor& a, const at::Tensor& b) {
   return begin(a) < end(b) && begin(b) < end(a);
 }
 
-void checkAllreduceArgs(const at::Tensor& inout, ReduceOp op) {
-  checkTensor("allreduce", "inout", inout);
+void checkAllreduceArgs(const at::Tensor& inout, ReduceOp op, bool allowCuda) {
+  checkTensor("allreduce", "inout", inout, allowCuda);
   checkReduceOp("allreduce", op, inout.scalar_type());
 }
 
@@ -59,9 +60,12 @@ void checkSameDtype(const char* op, const at::Tensor& input, const at::Tensor& o
 
 }  // namespace
 
-void checkAllgatherArgs(const at::Tensor& input, const at::Tensor& output, int worldSize) {
-  checkTensor("allgather", "input", input);
-  checkTensor("allgather", "output", output);
+void checkAllgatherArgs(const at::Tensor& input,
+                        const at::Tensor& output,
+                        int worldSize,
+                        bool allowCuda) {
+  checkTensor("allgather", "input", input, allowCuda);
+  checkTensor("allgather", "output", output, allowCuda);
   checkSameDtype("allgather", input, output);
   TW_CHECK(output.numel() == worldSize * input.numel(), "allgather: output has ", output.numel(),
            " elements, expected worldSize (", worldSize, ") * input.numel() (", input.numel(),
@@ -75,9 +79,10 @@ void checkAllgathervArgs(const at::Tensor& input,
                          const at::Tensor& output,
                          const std::vector<int64_t>& counts,
                          int rank,
-                         int worldSize) {
-  checkTensor("allgatherv", "input", input);
-  checkTensor("allgatherv", "output", output);
+                         int worldSize,
+                         bool allowCuda) {
+  checkTensor("allgatherv", "input", input, allowCuda);
+  checkTensor("allgatherv", "output", output, allowCuda);
   checkSameDtype("allgatherv", input, output);
   int64_t total = checkCounts("allgatherv", "counts", counts, worldSize);
   TW_CHECK(counts[rank] == input.numel(), "allgatherv: counts[", rank, "] = ", counts[rank],
@@ -93,9 +98,10 @@ void checkAllToAllArgs(const at::Tensor& input,
                        const at::Tensor& output,
                        const std::vector<int64_t>& sendCounts,
                        const std::vector<int64_t>& recvCounts,
-                       int worldSize) {
-  checkTensor("allToAll", "input", input);
-  checkTensor("allToAll", "output", output);
+                       int worldSize,
+                       bool allowCuda) {
+  checkTensor("allToAll", "input", input, allowCuda);
+  checkTensor("allToAll", "output", output, allowCuda);
   checkSameDtype("allToAll", input, output);
   int64_t sendTotal = checkCounts("allToAll", "sendCounts", sendCounts, worldSize);
   int64_t recvTotal = checkCounts("allToAll", "recvCounts", recvCounts, worldSize);
@@ -110,9 +116,10 @@ void checkReduceScatterArgs(const at::Tensor& input,
                             const std::vector<int64_t>& counts,
                             ReduceOp op,
                             int rank,
-                            int worldSize) {
-  checkTensor("reduceScatter", "input", input);
-  checkTensor("reduceScatter", "output", output);
+                            int worldSize,
+                            bool allowCuda) {
+  checkTensor("reduceScatter", "input", input, allowCuda);
+  checkTensor("reduceScatter", "output", output, allowCuda);
   checkSameDtype("reduceScatter", input, output);
   checkReduceOp("reduceScatter", op, input.scalar_type());
   int64_t total = checkCounts("reduceScatter", "counts", counts, worldSize);
@@ -122,8 +129,8 @@ void checkReduceScatterArgs(const at::Tensor& input,
            " elements, expected counts[", rank, "] = ", counts[rank]);
 }
 
-void checkBroadcastArgs(const at::Tensor& inout, int root, int worldSize) {
-  checkTensor("broadcast", "inout", inout);
+void checkBroadcastArgs(const at::Tensor& inout, int root, int worldSize, bool allowCuda) {
+  checkTensor("broadcast", "inout", inout, allowCuda);
   TW_CHECK(root >= 0 && root < worldSize, "broadcast: root = ", root, ", expected a rank in [0, ",
            worldSize, ")");
 }

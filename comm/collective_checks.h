@@ -26,9 +26,13 @@
 
 namespace thinwire::comm {
 
-// Throws InvalidArgument unless `tensor` is defined, on the CPU, contiguous and of a supported
-// dtype. `op` and `name` ("allreduce", "inout") appear in the message.
-void checkTensor(const char* op, const char* name, const at::Tensor& tensor);
+// Throws InvalidArgument unless `tensor` is defined, on the CPU (or on a CUDA device, for
+// backends that pass allowCuda: NCCL), contiguous and of a supported dtype. `op` and `name`
+// ("allreduce", "inout") appear in the message.
+void checkTensor(const char* op,
+                 const char* name,
+                 const at::Tensor& tensor,
+                 bool allowCuda = false);
 
 // Throws InvalidArgument for kAverage on a non-floating dtype.
 void checkReduceOp(const char* op, ReduceOp reduceOp, at::ScalarType dtype);
@@ -43,25 +47,32 @@ int64_t checkCounts(const char* op,
 bool overlaps(const at::Tensor& a, const at::Tensor& b);
 
 // One check per collective of Communicator; each throws InvalidArgument naming the collective.
-void checkAllreduceArgs(const at::Tensor& inout, ReduceOp op);
-void checkAllgatherArgs(const at::Tensor& input, const at::Tensor& output, int worldSize);
+// allowCuda: the backend also takes CUDA tensors (NCCL).
+void checkAllreduceArgs(const at::Tensor& inout, ReduceOp op, bool allowCuda = false);
+void checkAllgatherArgs(const at::Tensor& input,
+                        const at::Tensor& output,
+                        int worldSize,
+                        bool allowCuda = false);
 void checkAllgathervArgs(const at::Tensor& input,
                          const at::Tensor& output,
                          const std::vector<int64_t>& counts,
                          int rank,
-                         int worldSize);
+                         int worldSize,
+                         bool allowCuda = false);
 void checkAllToAllArgs(const at::Tensor& input,
                        const at::Tensor& output,
                        const std::vector<int64_t>& sendCounts,
                        const std::vector<int64_t>& recvCounts,
-                       int worldSize);
+                       int worldSize,
+                       bool allowCuda = false);
 void checkReduceScatterArgs(const at::Tensor& input,
                             const at::Tensor& output,
                             const std::vector<int64_t>& counts,
                             ReduceOp op,
                             int rank,
-                            int worldSize);
-void checkBroadcastArgs(const at::Tensor& inout, int root, int worldSize);
+                            int worldSize,
+                            bool allowCuda = false);
+void checkBroadcastArgs(const at::Tensor& inout, int root, int worldSize, bool allowCuda = false);
 
 // "allreduce #12 of 4096 Float elements": the Work description used in timeout messages.
 std::string describeCollective(const std::string& op, int64_t sequence, const at::Tensor& tensor);

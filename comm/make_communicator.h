@@ -29,13 +29,15 @@ struct CommunicatorOptions {
   enum class Backend {
     kMpi,    // one rank per process, over MPI_COMM_WORLD (launched by mpirun or srun)
     kLocal,  // a single-rank local world: runs without MPI or a launcher
+    kNccl,   // NCCL over the CUDA device localRank % devices; the id travels over MPI when the
+             // launcher started several ranks (THINWIRE_WITH_CUDA builds only)
   };
   Backend backend = Backend::kMpi;
   // kLocal: bound on its internal waits. Callers also pass it to Work::wait().
   std::chrono::milliseconds timeout = kDefaultTimeout;
 };
 
-// Parses "mpi" | "local"; throws InvalidArgument naming the value otherwise.
+// Parses "mpi" | "local" | "nccl"; throws InvalidArgument naming the value otherwise.
 CommunicatorOptions::Backend parseBackend(const std::string& name);
 std::string toString(CommunicatorOptions::Backend backend);
 
