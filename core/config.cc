@@ -288,6 +288,12 @@ std::vector<KeySpec> buildSchema() {
                   "Intra-op (BLAS/OpenMP) threads per rank.")
                   .atLeast(1));
   s.push_back(KeySpec(
+                  "train.device", [](Config& c) -> FieldRef { return &c.train.device; },
+                  "Where the model, the batches and the optimizer state live: `cpu`, or `cuda` "
+                  "(the CUDA device localRank % devices; needs a CUDA build of libtorch, see "
+                  "docs/gpu.md). Gradient buckets and their compression stay in host memory.")
+                  .oneOf({"cpu", "cuda"}));
+  s.push_back(KeySpec(
                   "train.stop_after", [](Config& c) -> FieldRef { return &c.train.stopAfter; },
                   "Stop with a checkpoint after this step (to test resume); 0 = off; at most "
                   "`train.steps`.")
@@ -417,8 +423,10 @@ std::vector<KeySpec> buildSchema() {
   // comm
   s.push_back(KeySpec(
                   "comm.backend", [](Config& c) -> FieldRef { return &c.comm.backend; },
-                  "`mpi` between processes; `local` runs ranks as threads of one process.")
-                  .oneOf({"mpi", "local"}));
+                  "`mpi` between processes; `local` runs ranks as threads of one process; "
+                  "`nccl` between GPUs (one CUDA device per rank, THINWIRE_WITH_CUDA builds; "
+                  "docs/gpu.md).")
+                  .oneOf({"mpi", "local", "nccl"}));
   s.push_back(
       KeySpec(
           "comm.bucket_mb", [](Config& c) -> FieldRef { return &c.comm.bucketMb; },

@@ -70,6 +70,7 @@ struct TrainConfig {
   int64_t checkpointKeep = 2;    // train.checkpoint_keep: newest N kept
   std::string resume = "auto";   // train.resume: auto|never|<checkpoint directory>
   int64_t threads = 1;           // train.threads: intra-op threads per rank
+  std::string device = "cpu";    // train.device: cpu|cuda, where model, batches and optimizer live
   int64_t stopAfter = 0;         // train.stop_after: stop (checkpointed) after this step; 0 = off
 
   // train.nonfinite: stop|skip|off, what NaN/Inf in a gradient does (core/nonfinite.h)

@@ -21,6 +21,7 @@
 #include "core/data/dataset.h"
 #include "core/data/distributed_sampler.h"
 #include "core/data/text_dataset.h"
+#include "core/device_placement.h"
 #include "core/metrics.h"
 #include "core/models/model.h"
 #include "core/nonfinite.h"
@@ -118,7 +119,9 @@ struct Trainer::State {
         log(log),
         train(makeDataset(c.data, Split::kTrain, c.run.seed, c.model.seqLen)),
         test(makeDataset(c.data, Split::kTest, c.run.seed, c.model.seqLen)),
-        model(makeModel(c.model, train->sampleShape(), train->numClasses(), c.run.seed, c.qat)),
+        model(placeModel(
+            makeModel(c.model, train->sampleShape(), train->numClasses(), c.run.seed, c.qat),
+            trainingDevice(c.train))),
         sampler({.datasetSize = train->size(),
                  .batchPerRank = c.train.batchPerRank,
                  .rank = comm.rank(),
@@ -375,7 +378,7 @@ EvalSums evaluationSums(
   std::vector<int64_t> indices;
   auto flush = [&] {
     if (indices.empty()) return;
-    Batch batch = data.batch(indices);
+    Batch batch = onModelDevice(model, data.batch(indices));
     at::Tensor logits = model.forward(batch.inputs);
     sums.loss += crossEntropy(logits, batch.labels, at::Reduction::Sum).item<double>();
     sums.correct += correctCount(logits, batch.labels);
@@ -550,7 +553,8 @@ TrainResult Trainer::run() {
     const double lr = s.schedule.lrAt(step);
     for (int64_t micro = 0; micro < accumulation; ++micro) {
       Stopwatch phase;
-      Batch batch = s.train->batch(s.sampler.indices(step * accumulation + micro));
+      Batch batch =
+          onModelDevice(*s.model, s.train->batch(s.sampler.indices(step * accumulation + micro)));
       result.times.data += phase.seconds();
       phase.reset();
       s.plane->setActivity("forward" + stepText);

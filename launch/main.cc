@@ -37,6 +37,7 @@
 #include "bench/comm_bench.h"
 #include "bench/kernel_bench.h"
 #include "comm/local/local_communicator.h"
+#include "comm/make_communicator.h"
 #include "comm/mpi/mpi_communicator.h"
 #include "comm/mpi/mpi_environment.h"
 #include "comm/tcp/status_server.h"
@@ -237,6 +238,17 @@ int commandTrain(const std::vector<std::string>& args) {
       if (code != 0) return code;
     }
     return 0;
+  }
+
+  if (config.comm.backend == "nccl") {
+    // One GPU per rank (docs/gpu.md); MPI only carries the NCCL id when there are several ranks.
+    const std::unique_ptr<comm::Communicator> nccl = comm::makeCommunicator(
+        {.backend = comm::CommunicatorOptions::Backend::kNccl,
+         .timeout = std::chrono::milliseconds(static_cast<int64_t>(config.comm.timeoutS * 1000))});
+    seedDefaultGenerator(config.run.seed, nccl->rank());
+    Logger log({.rank = nccl->rank(), .level = level});
+    return runRank(config, *nccl, log,
+                   {.ranksOnThisHost = std::max(1, comm::WorldInfo::fromEnvironment().localSize)});
   }
 
   auto environment = std::make_shared<comm::MpiEnvironment>();

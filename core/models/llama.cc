@@ -26,11 +26,11 @@ at::Tensor applyRope(const at::Tensor& x, double base, int64_t offset) {
   const int64_t length = x.size(-2);
   const int64_t half = x.size(-1) / 2;
   // Angles in float64: positions times frequencies lose digits in float32 for long sequences.
-  const at::Tensor exponents = at::arange(half, at::TensorOptions().dtype(at::kDouble)) *
-                               (-2.0 / static_cast<double>(2 * half));
+  const at::TensorOptions angleOptions = at::TensorOptions().dtype(at::kDouble).device(x.device());
+  const at::Tensor exponents =
+      at::arange(half, angleOptions) * (-2.0 / static_cast<double>(2 * half));
   const at::Tensor frequencies = at::pow(base, exponents);
-  const at::Tensor positions =
-      at::arange(offset, offset + length, at::TensorOptions().dtype(at::kDouble));
+  const at::Tensor positions = at::arange(offset, offset + length, angleOptions);
   const at::Tensor angles = at::outer(positions, frequencies);  // [T, half]
   const at::Tensor cos = at::cos(angles).to(x.scalar_type());
   const at::Tensor sin = at::sin(angles).to(x.scalar_type());
@@ -79,7 +79,8 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x) {
   const at::Tensor v = split(v_->forward(x));
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(headDim));
   const at::Tensor future =
-      at::ones({length, length}, at::TensorOptions().dtype(at::kBool)).triu(/*diagonal=*/1);
+      at::ones({length, length}, at::TensorOptions().dtype(at::kBool).device(scores.device()))
+          .triu(/*diagonal=*/1);
   scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   const at::Tensor mixed = at::matmul(at::softmax(scores, -1), v);  // [n, heads, T, headDim]
   return o_->forward(mixed.transpose(1, 2).reshape({n, length, d}));

@@ -396,8 +396,10 @@ TEST(ConfigTest, EnumsListTheAllowedValues) {
             "cfg.yaml:2: launch.bind_to must be one of none|core|socket, got 'numa'");
   EXPECT_EQ(configError("launch:\n  transport: ib\n"),
             "cfg.yaml:2: launch.transport must be one of auto|tcp|shm, got 'ib'");
-  EXPECT_EQ(configError("comm:\n  backend: nccl\n"),
-            "cfg.yaml:2: comm.backend must be one of mpi|local, got 'nccl'");
+  EXPECT_EQ(configError("comm:\n  backend: gloo\n"),
+            "cfg.yaml:2: comm.backend must be one of mpi|local|nccl, got 'gloo'");
+  EXPECT_EQ(configError("train:\n  device: gpu0\n"),
+            "cfg.yaml:2: train.device must be one of cpu|cuda, got 'gpu0' (did you mean 'cpu'?)");
   EXPECT_EQ(configError("optim:\n  schedule:\n    name: linear\n"),
             "cfg.yaml:3: optim.schedule.name must be one of constant|cosine|step, got 'linear'");
   // train.resume: the two words or any checkpoint path, but not empty.
