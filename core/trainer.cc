@@ -476,10 +476,10 @@ JsonRecord Trainer::summaryRecord(const TrainResult& result, double wallSeconds)
   JsonRecord record;
   record.add("kind", "summary")
       .add("framework", "thinwire")
-      .add("method", !s.config.comm.gradientSync         ? "floor"
+      .add("method", !s.config.comm.gradientSync            ? "floor"
                      : s.config.optim.name == "onebit_adam" ? "onebit_adam"
-                     : s.engine                          ? compressionMethodName(s.config)
-                                                         : "fp32")
+                     : s.engine                             ? compressionMethodName(s.config)
+                                                            : "fp32")
       .add("ranks", s.comm.worldSize())
       .add("steps", steps)
       .add("batch_per_rank", s.config.train.batchPerRank)
