@@ -1,6 +1,9 @@
 #include "core/control_plane.h"
 
 #include <ATen/ATen.h>
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -22,6 +25,26 @@ std::string thisHostName() {
   char name[kMaxHostBytes + 1] = {};
   if (gethostname(name, sizeof(name) - 1) != 0) return "127.0.0.1";
   return name;
+}
+
+// The IPv4 address of interface `name` ("" when it has none): the address the other hosts reach
+// this one at when MPI runs over that interface (the host name may resolve elsewhere, e.g. to
+// the root namespace of an emulated host).
+std::string interfaceAddress(const std::string& name) {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return "";
+  std::string address;
+  for (ifaddrs* it = list; it != nullptr; it = it->ifa_next) {
+    if (it->ifa_addr == nullptr || it->ifa_addr->sa_family != AF_INET || name != it->ifa_name) {
+      continue;
+    }
+    char text[INET_ADDRSTRLEN] = {};
+    const auto* in = reinterpret_cast<const sockaddr_in*>(it->ifa_addr);
+    if (inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) != nullptr) address = text;
+    break;
+  }
+  freeifaddrs(list);
+  return address;
 }
 
 }  // namespace
@@ -61,6 +84,7 @@ ControlPlaneOptions controlPlaneOptions(const Config& config,
   options.heartbeatTimeout = milliseconds(static_cast<int64_t>(config.comm.timeoutS * 500));
   options.onPeerFailure = std::move(onPeerFailure);
   options.storeHost = config.comm.storeHost;
+  options.storeInterface = config.launch.tcpInterface;
   options.ranksOnThisHost = ranksOnThisHost;
   options.connectTimeout = milliseconds(static_cast<int64_t>(config.comm.timeoutS * 1000));
   if (!config.comm.timeline.empty()) {
@@ -120,7 +144,9 @@ void ControlPlane::startWatchdog(Logger& log) {
       listenHost = connectHost = options_.storeHost;
     } else if (!oneHost) {
       listenHost = "0.0.0.0";
-      connectHost = thisHostName();
+      const std::string onInterface =
+          options_.storeInterface.empty() ? "" : interfaceAddress(options_.storeInterface);
+      connectHost = onInterface.empty() ? thisHostName() : onInterface;
     }
     storeServer_ = std::make_unique<comm::TcpStoreServer>(
         comm::TcpStoreServerOptions{.host = listenHost, .port = 0});

@@ -59,6 +59,9 @@ struct ControlPlaneOptions {
   // Where rank 0's store listens and the others connect: "auto" is 127.0.0.1 when every rank is
   // on this host (ranksOnThisHost == worldSize), else this host's name (listening on 0.0.0.0).
   std::string storeHost = "auto";
+  // With storeHost "auto" on several hosts: the interface whose IPv4 address rank 0 announces
+  // (launch.tcp_interface, the one MPI uses); empty: rank 0's host name.
+  std::string storeInterface;
   int ranksOnThisHost = 1;
   std::chrono::milliseconds connectTimeout{std::chrono::seconds(60)};
   // Timeline: "" off; else each rank writes "<path without .json>.rank<r>.json" and rank 0
