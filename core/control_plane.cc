@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "base/crash_report.h"
 #include "base/error.h"
 #include "comm/heartbeat.h"
 #include "comm/store.h"
@@ -194,6 +195,8 @@ void ControlPlane::setActivity(const std::string& activity) {
     std::lock_guard<std::mutex> lock(mutex_);
     activity_ = activity;
   }
+  // A rank killed by a fatal signal names what it was doing (base/crash_report.h).
+  setCrashContext("rank " + std::to_string(comm_.rank()) + " in " + activity);
   if (heartbeat_) heartbeat_->setActivity(activity);
 }
 

@@ -32,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/crash_report.h"
 #include "base/error.h"
 #include "base/logging.h"
 #include "bench/comm_bench.h"
@@ -545,6 +546,7 @@ int dispatch(const std::vector<std::string>& args) {
 }  // namespace thinwire
 
 int main(int argc, char** argv) {
+  thinwire::installCrashReport("thinwire");
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
     return thinwire::dispatch(args);

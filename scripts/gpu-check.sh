@@ -12,6 +12,8 @@
 #   THINWIRE_TORCH_PREFIX  libtorch's CMake prefix   THINWIRE_NCCL_ROOT  dir with include/nccl.h
 #   THINWIRE_DEPS_PREFIX   where .deps is unpacked   THINWIRE_GPU_BUILD  the build directory
 #   THINWIRE_TRAIN_STEPS   steps per training run (default 40)
+#   THINWIRE_GPU_PARTS     which parts run, comma-separated (default tests,bench,train): e.g.
+#                          `train` builds only the thinwire executable and runs the two trainings
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # Not launched by mpirun or srun: stale launcher variables (one GPU image sets PMIX_RANK) would
@@ -24,6 +26,11 @@ prefix=${THINWIRE_DEPS_PREFIX:-/tmp/thinwire-deps}
 build=${THINWIRE_GPU_BUILD:-$root/build/gpu-check}
 jobs=${THINWIRE_BUILD_JOBS:-$(nproc)}
 steps=${THINWIRE_TRAIN_STEPS:-40}
+parts=,${THINWIRE_GPU_PARTS:-tests,bench,train},
+wants() { [[ $parts == *,$1,* ]]; }
+targets=(thinwire)
+wants tests && targets+=(gpu_tests)
+wants bench && targets+=(thinwire_gpu_kernel_bench)
 report=$out/report.md
 started=$(date +%s)
 summary=()
@@ -92,17 +99,17 @@ else
   record "configure" "ok" "$t"
   t=$(date +%s)
   # -k 0: one call shows every compile error.
-  ninja -C "$build" -k 0 -j "$jobs" gpu_tests thinwire_gpu_kernel_bench thinwire \
+  ninja -C "$build" -k 0 -j "$jobs" "${targets[@]}" \
     > "$out/build.log" 2>&1
   built=$?
-  record "build (gpu_tests, thinwire_gpu_kernel_bench, thinwire)" \
+  record "build (${targets[*]})" \
     "$([[ $built -eq 0 ]] && echo ok || echo "FAILED: $(grep -c 'error' "$out/build.log") error lines (build.log)")" "$t"
 fi
 have_gpu=0
 [[ ${configured:-1} -eq 0 && ${built:-1} -eq 0 ]] && nvidia-smi >/dev/null 2>&1 && have_gpu=1
 
 # --- the gpu tier ----------------------------------------------------------------------------
-if [[ ${built:-1} -eq 0 ]]; then
+if [[ ${built:-1} -eq 0 ]] && wants tests; then
   t=$(date +%s)
   ctest --test-dir "$build" -L '^gpu$' --output-on-failure -j 4 --timeout 300 \
     > "$out/tests.log" 2>&1
@@ -112,13 +119,13 @@ if [[ ${built:-1} -eq 0 ]]; then
 fi
 
 # --- kernel benchmark ------------------------------------------------------------------------
-if [[ $have_gpu -eq 1 ]]; then
+if [[ $have_gpu -eq 1 ]] && wants bench; then
   t=$(date +%s)
   "$build/bin/thinwire_gpu_kernel_bench" --mib 256 --iterations 20 --out "$out/kernels.md" \
     > "$out/bench.log" 2>&1
   record "kernel benchmark (256 MiB, median of 20)" "rc $? (kernels.md)" "$t"
 else
-  record "kernel benchmark" "not run: no GPU or no build" "$(date +%s)"
+  record "kernel benchmark" "not run: no GPU, no build, or not in THINWIRE_GPU_PARTS" "$(date +%s)"
 fi
 
 # --- text_llama on one GPU, single-rank NCCL --------------------------------------------------
@@ -135,12 +142,12 @@ train() {  # name log config extra-sets...
   local last=$(grep -iE 'loss' "$out/$log" | tail -1 | cut -c1-160)
   record "text_llama $name ($steps steps)" "rc $rc; last: ${last:-none} ($log)" "$t0"
 }
-if [[ $have_gpu -eq 1 ]]; then
+if [[ $have_gpu -eq 1 ]] && wants train; then
   train quest_w4a4 train-quest.log examples/qat/text_llama_w4a4.yaml
   train topk_ef train-topk.log examples/text_llama.yaml --set compression.method=topk \
     --set compression.ratio=0.01 --set compression.feedback=ef
 else
-  record "text_llama runs" "not run: no GPU or no build" "$(date +%s)"
+  record "text_llama runs" "not run: no GPU, no build, or not in THINWIRE_GPU_PARTS" "$(date +%s)"
 fi
 
 # --- report ----------------------------------------------------------------------------------
