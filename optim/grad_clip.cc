@@ -16,7 +16,7 @@ double clipGradientNorm(std::vector<NamedParameter>& parameters, double maxNorm)
   for (auto& p : parameters) {
     const at::Tensor& grad = p.tensor.grad();
     if (!grad.defined()) continue;
-    if (grad.scalar_type() == at::kFloat && grad.is_contiguous()) {
+    if (grad.is_cpu() && grad.scalar_type() == at::kFloat && grad.is_contiguous()) {
       // One pass, accumulated in double, without materialising a double copy of the gradient
       // (that copy and its square cost more than the rest of the step on a large model).
       const float* g = grad.data_ptr<float>();
@@ -25,6 +25,7 @@ double clipGradientNorm(std::vector<NamedParameter>& parameters, double maxNorm)
       for (int64_t k = 0; k < n; ++k) sum += static_cast<double>(g[k]) * g[k];
       squared += sum;
     } else {
+      // CUDA gradients (a host loop over device memory would fault) and other layouts.
       squared += grad.to(at::kDouble).pow(2).sum().item<double>();
     }
   }

@@ -40,10 +40,12 @@ void SgdOptimizer::stepOne(size_t i, double lr) {
   at::Tensor& param = parameters_[i].tensor;
   const at::Tensor& grad = param.grad();
   if (!grad.defined()) return;
-  const bool fusable = options_.momentum != 0 && momentum_[i].defined() &&
-                       param.scalar_type() == at::kFloat && grad.scalar_type() == at::kFloat &&
-                       param.is_contiguous() && grad.is_contiguous() &&
-                       momentum_[i].is_contiguous() && grad.sizes().equals(param.sizes());
+  // The fused loop runs on the host: CUDA parameters take the ATen path.
+  const bool fusable = options_.momentum != 0 && momentum_[i].defined() && param.is_cpu() &&
+                       grad.is_cpu() && param.scalar_type() == at::kFloat &&
+                       grad.scalar_type() == at::kFloat && param.is_contiguous() &&
+                       grad.is_contiguous() && momentum_[i].is_contiguous() &&
+                       grad.sizes().equals(param.sizes());
   if (fusable) {
     float* p = param.data_ptr<float>();
     const float* g = grad.data_ptr<float>();

@@ -175,6 +175,9 @@ std::string generate(Llama& model, const std::string& prompt, const GenerateOpti
   SeededRandom rng(options.seed);
   std::string text = prompt;
   const auto window = static_cast<size_t>(model.options().maxSeqLen);
+  const std::vector<at::Tensor> parameters = model.parameters();
+  const c10::Device device =
+      parameters.empty() ? c10::Device(c10::kCPU) : parameters.front().device();
   for (int64_t i = 0; i < options.bytes; ++i) {
     const size_t start = text.size() > window ? text.size() - window : 0;
     at::Tensor tokens = at::empty({1, static_cast<int64_t>(text.size() - start)}, at::kLong);
@@ -182,7 +185,8 @@ std::string generate(Llama& model, const std::string& prompt, const GenerateOpti
     for (size_t t = start; t < text.size(); ++t) {
       data[t - start] = static_cast<unsigned char>(text[t]);
     }
-    const at::Tensor logits = model.forward(tokens)[0][-1].to(at::kDouble);
+    // Tokens go to the model's device; the sampling loop below reads host memory.
+    const at::Tensor logits = model.forward(tokens.to(device))[0][-1].to(at::kCPU).to(at::kDouble);
     int64_t next = 0;
     if (options.temperature == 0) {
       next = logits.argmax().item<int64_t>();
