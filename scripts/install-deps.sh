@@ -22,6 +22,7 @@ packages=(
   xz-utils                             # the xz -9e baseline of the language-model workload
   iproute2                             # network emulation for benchmarks (ip, tc)
   python3-torch python3-matplotlib     # benchmark peer (PyTorch DDP), reports and plots
+  clang libclang-rt-14-dev             # libFuzzer and the sanitizers of the fuzz tier (fuzz/)
   ${THINWIRE_DEPS_EXTRA:-}
 )
 

@@ -7,6 +7,7 @@
 #   netem      multi-host launches over emulated networks (root, iproute2, network namespaces)
 #   slurm      a one-node SLURM cluster runs launch/slurm/train.sbatch (root, network
 #              namespaces; installs slurm-wlm and munge when missing)
+#   fuzz       the libFuzzer targets of fuzz/ (clang, ASan+UBSan), 15 s each (scripts/fuzz.sh)
 # A tier whose requirements are missing is reported as not run; it never counts as passed.
 #   scripts/test.sh [extra ctest args]      e.g. -R Config
 set -euo pipefail
@@ -35,3 +36,14 @@ else
   labels+="|netem|slurm"
 fi
 ctest --test-dir build/release -L "^($labels)\$" --output-on-failure -j "${THINWIRE_TEST_JOBS:-2}" "$@"
+# The fuzz tier (a whole-suite run only, not with extra ctest arguments): every libFuzzer target
+# for THINWIRE_FUZZ_SECONDS (default 15) from its seeds, with ASan+UBSan (scripts/fuzz.sh).
+if (($# == 0)); then
+  rc=0
+  scripts/fuzz.sh "${THINWIRE_FUZZ_SECONDS:-15}" || rc=$?
+  if ((rc == 3)); then
+    echo "test.sh: clang/libFuzzer missing: the fuzz tier does not run" >&2
+  elif ((rc != 0)); then
+    exit "$rc"
+  fi
+fi

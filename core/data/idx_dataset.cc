@@ -10,6 +10,7 @@
 #include <memory>
 #include <sstream>
 #include <type_traits>
+#include <vector>
 
 #include "base/error.h"
 
@@ -112,6 +113,7 @@ IdxArray readIdx(const IdxDatasetOptions& options,
     TW_THROW(DataError, options.name, ": '", path, "' is not an IDX file of ", rank,
              "-dimensional unsigned bytes: magic 0x", std::hex, found, ", expected 0x", magic);
   }
+  constexpr int64_t kMaxPayloadBytes = int64_t{1} << 34;
   int64_t payloadBytes = 1;
   for (size_t d = 0; d < rank; ++d) {
     const uint32_t dim = readWord(4 * (d + 1));
@@ -120,16 +122,29 @@ IdxArray readIdx(const IdxDatasetOptions& options,
                ", expected 1 to 2^30");
     }
     array.dims.push_back(static_cast<int64_t>(dim));
+    // Checked before multiplying: three dimensions of up to 2^30 overflow int64.
+    if (payloadBytes > kMaxPayloadBytes / static_cast<int64_t>(dim)) {
+      TW_THROW(DataError, options.name, ": '", path,
+               "' declares dimensions whose product is "
+               "more than 16 GiB of payload");
+    }
     payloadBytes *= static_cast<int64_t>(dim);
   }
-  if (payloadBytes > (int64_t{1} << 34)) {
-    TW_THROW(DataError, options.name, ": '", path, "' declares ", payloadBytes,
-             " payload bytes, more than 16 GiB");
-  }
 
-  array.data = at::empty({payloadBytes}, at::TensorOptions().dtype(at::kByte));
+  // Read in pieces into a growing buffer: a short (or gzip) file that declares gigabytes must
+  // fail as truncated, not allocate what its header claims first.
   const size_t expected = static_cast<size_t>(payloadBytes);
-  size_t actual = readBytes(file.get(), array.data.data_ptr<uint8_t>(), expected, options, path);
+  std::vector<uint8_t> buffer;
+  size_t actual = 0;
+  constexpr size_t kPieceBytes = size_t{64} << 20;
+  while (actual < expected) {
+    const size_t piece = std::min(expected - actual, kPieceBytes);
+    buffer.resize(actual + piece);
+    const size_t got = readBytes(file.get(), buffer.data() + actual, piece, options, path);
+    actual += got;
+    if (got < piece) break;
+  }
+  buffer.resize(actual);
   // A payload longer than declared is as wrong as a short one: count the excess to report it.
   std::array<char, 4096> rest{};
   size_t extra = 0;
@@ -143,6 +158,8 @@ IdxArray readIdx(const IdxDatasetOptions& options,
              actual < expected ? "truncated" : "longer than declared", ": expected ", expected,
              " payload bytes, found ", actual + extra);
   }
+  array.data = at::empty({payloadBytes}, at::TensorOptions().dtype(at::kByte));
+  std::memcpy(array.data.data_ptr<uint8_t>(), buffer.data(), expected);
   return array;
 }
 

@@ -177,6 +177,29 @@ TEST(IdxDatasetTest, TruncatedPayloadNamesFileExpectedAndActualBytes) {
       << message;
 }
 
+// Found by fuzz/idx_fuzz: three dimensions of up to 2^30 each overflowed the int64 product.
+TEST(IdxDatasetTest, DimensionsWhoseProductOverflowsAreDataErrors) {
+  TempDir dir;
+  writeValidSet(dir.path(), true);
+  writeGzip(dir.path() + "/train-images-idx3-ubyte.gz",
+            idxBytes(0x803, {1u << 30, 1u << 30, 1u << 30}, "abc"));
+  const std::string message = messageOf([&] { IdxDataset data(optionsFor(dir.path())); });
+  EXPECT_NE(message.find("more than 16 GiB of payload"), std::string::npos) << message;
+}
+
+// A short file that declares the 16 GiB maximum is truncated (and is read in pieces, so the
+// declared size is never allocated up front; fuzz/idx_fuzz runs with a 1 GiB malloc limit).
+TEST(IdxDatasetTest, AShortFileDeclaringSixteenGibIsTruncated) {
+  TempDir dir;
+  writeValidSet(dir.path(), false);
+  const std::string path = dir.path() + "/train-images-idx3-ubyte";
+  writePlain(path, idxBytes(0x803, {1u << 14, 1u << 10, 1u << 10}, std::string(10, 'x')));
+  const std::string message = messageOf([&] { IdxDataset data(optionsFor(dir.path())); });
+  EXPECT_NE(message.find("is truncated: expected 17179869184 payload bytes, found 10"),
+            std::string::npos)
+      << message;
+}
+
 TEST(IdxDatasetTest, TruncatedHeaderAndTrailingBytesAreDataErrors) {
   TempDir dir;
   writeValidSet(dir.path(), true);
