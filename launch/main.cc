@@ -177,6 +177,21 @@ void seedDefaultGenerator(int64_t seed, int rank) {
                              static_cast<uint64_t>(rank) + 1);
 }
 
+// A rank of a real multi-process job (MPI or NCCL): the watchdog reports a silent peer and ends
+// this process with kExitPeerFailure.
+core::TrainerOptions watchdogOptions(const core::Config& config, Logger& log, int localSize) {
+  core::TrainerOptions options{.ranksOnThisHost = std::max(1, localSize)};
+  options.onPeerFailure = [&log, interval = config.comm.heartbeatS](const std::string& report) {
+    log.error("watchdog: ", report, "; exiting");
+    // The other live ranks notice the same silence within about one heartbeat; waiting that long
+    // lets each print its own report before mpirun tears the job down on this exit.
+    std::this_thread::sleep_for(std::chrono::duration<double>(2 * interval));
+    std::fflush(stderr);
+    std::_Exit(kExitPeerFailure);
+  };
+  return options;
+}
+
 int runRank(const core::Config& config,
             comm::Communicator& comm,
             Logger& log,
@@ -248,8 +263,10 @@ int commandTrain(const std::vector<std::string>& args) {
          .timeout = std::chrono::milliseconds(static_cast<int64_t>(config.comm.timeoutS * 1000))});
     seedDefaultGenerator(config.run.seed, nccl->rank());
     Logger log({.rank = nccl->rank(), .level = level});
+    // The same watchdog as the MPI path: a rank hung inside an NCCL kernel never returns to the
+    // host, so only the heartbeat thread can end it.
     return runRank(config, *nccl, log,
-                   {.ranksOnThisHost = std::max(1, comm::WorldInfo::fromEnvironment().localSize)});
+                   watchdogOptions(config, log, comm::WorldInfo::fromEnvironment().localSize));
   }
 
   auto environment = std::make_shared<comm::MpiEnvironment>();
@@ -268,16 +285,7 @@ int commandTrain(const std::vector<std::string>& args) {
     log.info("large-bucket allreduce: ", ring ? "ring" : "MPI_Allreduce",
              " (comm.allreduce: ", config.comm.allreduce, ")");
   }
-  core::TrainerOptions options{.ranksOnThisHost = std::max(1, world.localSize)};
-  options.onPeerFailure = [&log, interval = config.comm.heartbeatS](const std::string& report) {
-    log.error("watchdog: ", report, "; exiting");
-    // The other live ranks notice the same silence within about one heartbeat; waiting that long
-    // lets each print its own report before mpirun tears the job down on this exit.
-    std::this_thread::sleep_for(std::chrono::duration<double>(2 * interval));
-    std::fflush(stderr);
-    std::_Exit(kExitPeerFailure);
-  };
-  return runRank(config, comm, log, options);
+  return runRank(config, comm, log, watchdogOptions(config, log, world.localSize));
 }
 
 // `thinwire status HOST:PORT`: prints the document rank 0's status endpoint serves.
