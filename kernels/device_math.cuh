@@ -30,6 +30,34 @@ __device__ __forceinline__ float fusedP(const float* residual,
   return addend == nullptr ? r : addRn(r, mulRn(scale, addend[i]));
 }
 
+// p for the four consecutive elements from i (a multiple of 4; residual and addend 16-byte
+// aligned, see aligned16): the same roundings as fusedP, one 16-byte load per array.
+__device__ __forceinline__ float4 fusedP4(const float* residual,
+                                          const float* addend,
+                                          float scale,
+                                          int64_t i) {
+  const float4 r = *reinterpret_cast<const float4*>(residual + i);
+  if (addend == nullptr) return r;
+  const float4 a = *reinterpret_cast<const float4*>(addend + i);
+  return make_float4(addRn(r.x, mulRn(scale, a.x)), addRn(r.y, mulRn(scale, a.y)),
+                     addRn(r.z, mulRn(scale, a.z)), addRn(r.w, mulRn(scale, a.w)));
+}
+
+// a / b for a, b >= 0: 32-bit division when both fit (several times cheaper on the GPU than the
+// 64-bit one), else 64-bit.
+__device__ __forceinline__ int64_t indexDiv(int64_t a, int64_t b) {
+  if (((a | b) >> 31) == 0) {
+    return static_cast<int64_t>(static_cast<uint32_t>(a) / static_cast<uint32_t>(b));
+  }
+  return a / b;
+}
+
+// True when `pointer` (null included) is 16-byte aligned: the float4 paths of the kernels need
+// it; tensors from the caching allocator are, views with an odd storage offset may not be.
+inline bool aligned16(const void* pointer) {
+  return reinterpret_cast<uintptr_t>(pointer) % 16 == 0;
+}
+
 inline int blocksFor(int64_t work, int threads) {
   return static_cast<int>((work + threads - 1) / threads);
 }

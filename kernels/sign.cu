@@ -2,6 +2,8 @@
 // same per-lane float sums, combined in double in the same order (see Note [Sign sums]).
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "kernels/device_math.cuh"
 #include "kernels/launch.h"
 
@@ -36,39 +38,90 @@ __device__ __forceinline__ double groupSum(float laneSum) {
   return block;
 }
 
-__global__ void __launch_bounds__(kThreads) chunkedKernel(float* residual,
-                                                          const float* addend,
-                                                          float addendScale,
-                                                          int64_t numel,
-                                                          int64_t chunkLength,
-                                                          bool l2,
-                                                          float* scales,
-                                                          uint8_t* bits) {
-  const int64_t chunk = static_cast<int64_t>(blockIdx.x) * kGroupsPerBlock + threadIdx.x / kLanes;
+// Note [Sign tiles]
+// The fused chunked kernel reads residual and addend once: a block stages a tile of whole chunks
+// (at most kTileElements, at most kMaxChunksPerTile) as p in shared memory with coalesced 16-byte
+// loads, thread (chunk c, lane b) then adds lane b of chunk c from shared memory in the CPU's
+// order (Note [Sign sums]), and the block writes the residual and the bits from shared memory,
+// one float4 per thread: the 4-bit nibbles of two neighbouring threads form one byte. The step
+// count of the write loop is the same for every thread, so the shuffle sees all 32 lanes.
+constexpr int kTileElements = 4096;  // 16 KiB of shared memory
+constexpr int kMaxChunksPerTile = kThreads / kLanes;
+
+template <bool kVector>
+__global__ void __launch_bounds__(kThreads) chunkTileKernel(float* residual,
+                                                            const float* addend,
+                                                            float addendScale,
+                                                            int64_t numel,
+                                                            int chunkLength,
+                                                            int chunksPerTile,
+                                                            bool l2,
+                                                            float* scales,
+                                                            uint8_t* bits) {
+  __shared__ float4 tileVectors[kTileElements / 4];
+  __shared__ float tileScales[kMaxChunksPerTile];
+  float* tile = reinterpret_cast<float*>(tileVectors);
+  const int tileLength = chunkLength * chunksPerTile;
+  const int64_t tileStart = static_cast<int64_t>(blockIdx.x) * tileLength;
+  const int length = static_cast<int>(min(static_cast<int64_t>(tileLength), numel - tileStart));
+  const int whole = length / 4;
+  for (int v = threadIdx.x; v < whole; v += kThreads) {
+    const int64_t i = tileStart + 4 * v;
+    tileVectors[v] = kVector ? fusedP4(residual, addend, addendScale, i)
+                             : make_float4(fusedP(residual, addend, addendScale, i),
+                                           fusedP(residual, addend, addendScale, i + 1),
+                                           fusedP(residual, addend, addendScale, i + 2),
+                                           fusedP(residual, addend, addendScale, i + 3));
+  }
+  // The tail, and zeros after it up to the float4 that the write loop reads whole.
+  for (int e = 4 * whole + threadIdx.x; e < 4 * ((length + 3) / 4); e += kThreads) {
+    tile[e] = e < length ? fusedP(residual, addend, addendScale, tileStart + e) : 0.0f;
+  }
+  __syncthreads();
+
+  const int chunk = threadIdx.x / kLanes;
   const int lane = threadIdx.x % kLanes;
-  const int64_t start = chunk * chunkLength;
-  const int64_t length = start < numel ? min(chunkLength, numel - start) : 0;
+  const int chunkStart = chunk * chunkLength;
+  const int chunkEnd = chunk < chunksPerTile ? min(chunkStart + chunkLength, length) : 0;
   float laneSum = 0.0f;
 #pragma unroll 8
-  for (int64_t e = lane; e < length; e += kLanes) {
-    laneSum = addRn(laneSum, laneTerm(fusedP(residual, addend, addendScale, start + e), l2));
+  for (int e = chunkStart + lane; e < chunkEnd; e += kLanes) {
+    laneSum = addRn(laneSum, laneTerm(tile[e], l2));
   }
-  const double total = 0.0 + groupSum(laneSum);
-  const float scale = length > 0 ? scaleOf(total, length, l2) : 0.0f;
-  if (lane == 0 && length > 0) scales[chunk] = scale;
-  const int shift = (threadIdx.x & 31) & ~(kLanes - 1);
-  const int64_t steps = chunkLength / kLanes;  // the same on every thread: ballots stay uniform
-  for (int64_t m = 0; m < steps; ++m) {
-    const int64_t e = m * kLanes + lane;
-    bool positive = false;
-    if (e < length) {
-      const float p = fusedP(residual, addend, addendScale, start + e);
-      positive = p >= 0.0f;
-      residual[start + e] = subRn(p, positive ? scale : -scale);
+  const double total = 0.0 + groupSum(laneSum);  // every thread: the shuffles need all lanes
+  if (lane == 0 && chunkEnd > chunkStart) {
+    const float scale = scaleOf(total, chunkEnd - chunkStart, l2);
+    tileScales[chunk] = scale;
+    scales[tileStart / chunkLength + chunk] = scale;
+  }
+  __syncthreads();
+
+  const int vectors = (length + 3) / 4;
+  for (int first = 0; first < vectors; first += kThreads) {
+    const int v = first + threadIdx.x;
+    unsigned nibble = 0;
+    if (v < vectors) {
+      const int e = 4 * v;
+      // chunkLength is a multiple of 8: the four elements share a chunk.
+      const float scale = tileScales[e / chunkLength];
+      const float4 p4 = tileVectors[v];
+      const float p[4] = {p4.x, p4.y, p4.z, p4.w};
+      float r[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const bool positive = p[k] >= 0.0f;
+        r[k] = subRn(p[k], positive ? scale : -scale);
+        if (e + k < length) nibble |= static_cast<unsigned>(positive) << k;
+      }
+      if (kVector && e + 4 <= length) {
+        *reinterpret_cast<float4*>(residual + tileStart + e) = make_float4(r[0], r[1], r[2], r[3]);
+      } else {
+        for (int k = 0; k < 4 && e + k < length; ++k) residual[tileStart + e + k] = r[k];
+      }
     }
-    const unsigned ballot = __ballot_sync(0xffffffffu, positive);
-    if (lane == 0 && m * kLanes < length) {
-      bits[start / kLanes + m] = static_cast<uint8_t>((ballot >> shift) & 0xffu);
+    const unsigned high = __shfl_down_sync(0xffffffffu, nibble, 1);
+    if (v < vectors && (v & 1) == 0) {
+      bits[(tileStart + 4 * v) / kLanes] = static_cast<uint8_t>(nibble | (high << 4));
     }
   }
 }
@@ -147,6 +200,49 @@ __global__ void decompressAddKernel(const float* scales,
   out[i] = addRn(out[i], positive ? value : -value);
 }
 
+// One float4 of `out` per thread (16-byte aligned): the nibble of its four bits, the scale of
+// its segment (re-read only where a segment ends inside the four elements).
+__global__ void decompressAddVectorKernel(const float* scales,
+                                          const uint8_t* bits,
+                                          int64_t numel,
+                                          int64_t segmentLength,
+                                          float alpha,
+                                          float* out) {
+  const int64_t v = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t e = 4 * v;
+  if (e >= numel) return;
+  const unsigned nibble = (static_cast<unsigned>(bits[v / 2]) >> (4 * (v & 1))) & 0xfu;
+  int64_t segment = indexDiv(e, segmentLength);
+  int64_t segmentEnd = (segment + 1) * segmentLength;
+  float value = mulRn(alpha, scales[segment]);
+  const bool whole = e + 4 <= numel;
+  float o[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (whole) {
+    const float4 o4 = *reinterpret_cast<const float4*>(out + e);
+    o[0] = o4.x;
+    o[1] = o4.y;
+    o[2] = o4.z;
+    o[3] = o4.w;
+  } else {
+    for (int k = 0; e + k < numel; ++k) o[k] = out[e + k];
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (e + k >= numel) break;
+    if (e + k >= segmentEnd) {
+      ++segment;
+      segmentEnd += segmentLength;
+      value = mulRn(alpha, scales[segment]);
+    }
+    o[k] = addRn(o[k], (nibble >> k) & 1u ? value : -value);
+  }
+  if (whole) {
+    *reinterpret_cast<float4*>(out + e) = make_float4(o[0], o[1], o[2], o[3]);
+  } else {
+    for (int k = 0; e + k < numel; ++k) out[e + k] = o[k];
+  }
+}
+
 int launched() { return static_cast<int>(cudaGetLastError()); }
 
 }  // namespace
@@ -161,10 +257,19 @@ int launchSignCompressChunked(float* residual,
                               uint8_t* bits,
                               void* stream) {
   if (numel == 0) return 0;
-  const int64_t chunks = (numel + chunkLength - 1) / chunkLength;
-  chunkedKernel<<<blocksFor(chunks, kGroupsPerBlock), kThreads, 0,
-                  static_cast<cudaStream_t>(stream)>>>(residual, addend, scale, numel, chunkLength,
-                                                       l2, reinterpret_cast<float*>(scales), bits);
+  const int length = static_cast<int>(chunkLength);
+  const int chunksPerTile = std::max(1, std::min(kMaxChunksPerTile, kTileElements / length));
+  const int64_t tileLength = static_cast<int64_t>(chunksPerTile) * length;
+  const int blocks = static_cast<int>((numel + tileLength - 1) / tileLength);
+  auto s = static_cast<cudaStream_t>(stream);
+  float* scaleValues = reinterpret_cast<float*>(scales);
+  if (aligned16(residual) && aligned16(addend)) {
+    chunkTileKernel<true><<<blocks, kThreads, 0, s>>>(residual, addend, scale, numel, length,
+                                                      chunksPerTile, l2, scaleValues, bits);
+  } else {
+    chunkTileKernel<false><<<blocks, kThreads, 0, s>>>(residual, addend, scale, numel, length,
+                                                       chunksPerTile, l2, scaleValues, bits);
+  }
   return launched();
 }
 
@@ -201,9 +306,15 @@ int launchSignDecompressAdd(const uint8_t* scales,
                             float* out,
                             void* stream) {
   if (numel == 0) return 0;
-  decompressAddKernel<<<blocksFor(numel, kThreads), kThreads, 0,
-                        static_cast<cudaStream_t>(stream)>>>(
-      reinterpret_cast<const float*>(scales), bits, numel, segmentLength, alpha, out);
+  auto s = static_cast<cudaStream_t>(stream);
+  const float* scaleValues = reinterpret_cast<const float*>(scales);
+  if (aligned16(out)) {
+    decompressAddVectorKernel<<<blocksFor((numel + 3) / 4, kThreads), kThreads, 0, s>>>(
+        scaleValues, bits, numel, segmentLength, alpha, out);
+  } else {
+    decompressAddKernel<<<blocksFor(numel, kThreads), kThreads, 0, s>>>(scaleValues, bits, numel,
+                                                                        segmentLength, alpha, out);
+  }
   return launched();
 }
 
