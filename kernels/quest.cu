@@ -4,6 +4,8 @@
 // roundings.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "kernels/device_math.cuh"
 #include "kernels/launch.h"
 
@@ -31,6 +33,133 @@ __device__ void fwhtRow(float* row, int64_t d, float scale) {
   }
   for (int64_t j = threadIdx.x; j < d; j += blockDim.x) row[j] = mulRn(row[j], scale);
   __syncthreads();
+}
+
+// Note [Register rows]
+// The fast paths keep every element in a register: a warp holds one 128-block, four consecutive
+// elements per lane. Butterfly stages of half 1 and 2 pair elements of the same lane; stages of
+// half 4 .. 64 pair lane l with lane l ^ (half / 4), exchanged with shuffles. Each stage computes
+// the same x + y and x - y as the CPU's stage (IEEE addition is commutative), in the CPU's stage
+// order, so the result is bit-identical; there is no barrier and no shared memory.
+constexpr int kWarpThreads = 32;
+constexpr int kMaxRegisterRow = 4096;  // 1024 threads of four elements
+constexpr int kRegisterThreads = 256;  // threads of a block for rows shorter than 1024
+
+// Every lane of the warp must call this (shuffles with a full mask).
+__device__ __forceinline__ void fwhtWarp(float (&x)[4], float scale) {
+  const int lane = threadIdx.x % kWarpThreads;
+  float a = x[0];
+  float b = x[1];
+  x[0] = addRn(a, b);
+  x[1] = subRn(a, b);
+  a = x[2];
+  b = x[3];
+  x[2] = addRn(a, b);
+  x[3] = subRn(a, b);
+  a = x[0];
+  b = x[2];
+  x[0] = addRn(a, b);
+  x[2] = subRn(a, b);
+  a = x[1];
+  b = x[3];
+  x[1] = addRn(a, b);
+  x[3] = subRn(a, b);
+#pragma unroll
+  for (int partner = 1; partner < kWarpThreads; partner *= 2) {
+    const bool upper = (lane & partner) != 0;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const float other = __shfl_xor_sync(0xffffffffu, x[q], partner);
+      // lower: x + y (mine is x); upper: x - y (the partner's is x, mine y)
+      x[q] = upper ? subRn(other, x[q]) : addRn(x[q], other);
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < 4; ++q) x[q] = mulRn(x[q], scale);
+}
+
+// Block Hadamard of `count` floats (a multiple of 128, 16-byte aligned), one float4 per thread.
+__global__ void __launch_bounds__(kRegisterThreads)
+    hadamardRegisterKernel(float* data, int64_t count, float scale) {
+  const int64_t e = 4 * (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x);
+  // count is a multiple of 128: a warp is wholly inside or wholly past the end.
+  if (e >= count) return;
+  const float4 v = *reinterpret_cast<const float4*>(data + e);
+  float x[4] = {v.x, v.y, v.z, v.w};
+  fwhtWarp(x, scale);
+  *reinterpret_cast<float4*>(data + e) = make_float4(x[0], x[1], x[2], x[3]);
+}
+
+// QuEST forward with a row of d (a multiple of 128, at most kMaxRegisterRow) in the registers of
+// d / 4 threads, rowsPerBlock rows per block; input and values 16-byte aligned. `byteVectors`:
+// mask and codes are 4-byte aligned, so a thread stores its four bytes at once.
+__global__ void __launch_bounds__(1024) forwardRegisterKernel(const float* input,
+                                                              QuestLaunch plan,
+                                                              int rowsPerBlock,
+                                                              bool byteVectors,
+                                                              float* values,
+                                                              bool* mask,
+                                                              int8_t* codes,
+                                                              float* steps) {
+  __shared__ double warpSums[1024 / kWarpThreads];
+  const int rowThreads = static_cast<int>(plan.d / 4);
+  const int rowWarps = rowThreads / kWarpThreads;
+  const int localRow = threadIdx.x / rowThreads;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * rowsPerBlock + localRow;
+  const bool active = row < plan.rows;  // the same for whole warps
+  const int64_t e = row * plan.d + 4 * (threadIdx.x % rowThreads);
+  float x[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (active) {
+    const float4 v = *reinterpret_cast<const float4*>(input + e);
+    x[0] = v.x;
+    x[1] = v.y;
+    x[2] = v.z;
+    x[3] = v.w;
+  }
+  if (plan.hadamard) fwhtWarp(x, plan.hadamardScale);
+  double sum = 0.0;
+#pragma unroll
+  for (int q = 0; q < 4; ++q) sum += static_cast<double>(x[q]) * static_cast<double>(x[q]);
+  for (int offset = kWarpThreads / 2; offset > 0; offset /= 2) {
+    sum += __shfl_down_sync(0xffffffffu, sum, offset);
+  }
+  const int warp = threadIdx.x / kWarpThreads;
+  if (threadIdx.x % kWarpThreads == 0) warpSums[warp] = sum;
+  __syncthreads();
+  // Every thread of a row adds its row's warps in the same order: one value per row.
+  double total = 0.0;
+  for (int w = 0; w < rowWarps; ++w) total += warpSums[localRow * rowWarps + w];
+  const float sigma = static_cast<float>(sqrt(total / static_cast<double>(plan.d)));
+  const float clip = addRn(mulRn(plan.alpha, sigma), 1e-8f);
+  const float step = divRn(mulRn(2.0f, clip), plan.levelsMinusOne);
+  const float keep = mulRn(plan.maskScale, clip);
+  if (active && steps != nullptr && threadIdx.x % rowThreads == 0) steps[row] = step;
+  uint32_t maskBytes = 0;
+  uint32_t codeBytes = 0;
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const float value = x[q];
+    maskBytes |= static_cast<uint32_t>(fabsf(value) <= keep) << (8 * q);
+    // std::min(std::max(value, -clip), clip), NaN behaviour included.
+    const float raised = value < -clip ? -clip : value;
+    const float clamped = clip < raised ? clip : raised;
+    const float level = rintf(addRn(divRn(clamped, step), 0.5f));
+    const int8_t code = static_cast<int8_t>(subRn(level, 1.0f));
+    codeBytes |= static_cast<uint32_t>(static_cast<uint8_t>(code)) << (8 * q);
+    x[q] = mulRn(subRn(level, 0.5f), step);
+  }
+  if (plan.rotateBack) fwhtWarp(x, plan.hadamardScale);
+  if (!active) return;
+  *reinterpret_cast<float4*>(values + e) = make_float4(x[0], x[1], x[2], x[3]);
+  if (byteVectors) {
+    if (mask != nullptr) *reinterpret_cast<uint32_t*>(mask + e) = maskBytes;
+    if (codes != nullptr) *reinterpret_cast<uint32_t*>(codes + e) = codeBytes;
+  } else {
+    for (int q = 0; q < 4; ++q) {
+      if (mask != nullptr) mask[e + q] = ((maskBytes >> (8 * q)) & 0xffu) != 0;
+      if (codes != nullptr) codes[e + q] = static_cast<int8_t>((codeBytes >> (8 * q)) & 0xffu);
+    }
+  }
 }
 
 __global__ void __launch_bounds__(kThreads) forwardKernel(
@@ -128,6 +257,17 @@ int launchQuestForward(const float* input,
                        float* steps,
                        void* stream) {
   if (plan.rows == 0 || plan.d == 0) return 0;
+  if (plan.d % kBlock == 0 && plan.d <= kMaxRegisterRow && aligned16(input) && aligned16(values)) {
+    const int rowThreads = static_cast<int>(plan.d / 4);
+    const int rowsPerBlock = std::max(1, kRegisterThreads / rowThreads);
+    const int64_t blocks = (plan.rows + rowsPerBlock - 1) / rowsPerBlock;
+    const bool byteVectors =
+        reinterpret_cast<uintptr_t>(mask) % 4 == 0 && reinterpret_cast<uintptr_t>(codes) % 4 == 0;
+    forwardRegisterKernel<<<static_cast<unsigned>(blocks), rowsPerBlock * rowThreads, 0,
+                            static_cast<cudaStream_t>(stream)>>>(
+        input, plan, rowsPerBlock, byteVectors, values, mask, codes, steps);
+    return launched();
+  }
   const int64_t bytes = plan.d * static_cast<int64_t>(sizeof(float));
   if (int error = allowSharedBytes(forwardKernel, bytes)) return error;
   forwardKernel<<<static_cast<unsigned>(plan.rows), kThreads, bytes,
@@ -146,6 +286,12 @@ int launchQuestBackward(float* gradient, const bool* mask, const QuestLaunch& pl
 
 int launchBlockHadamard(float* data, int64_t rows, int64_t d, float hadamardScale, void* stream) {
   if (rows == 0 || d == 0) return 0;
+  if (d % kBlock == 0 && aligned16(data)) {
+    const int64_t count = rows * d;
+    hadamardRegisterKernel<<<blocksFor(count / 4, kRegisterThreads), kRegisterThreads, 0,
+                             static_cast<cudaStream_t>(stream)>>>(data, count, hadamardScale);
+    return launched();
+  }
   const int64_t bytes = d * static_cast<int64_t>(sizeof(float));
   if (int error = allowSharedBytes(hadamardKernel, bytes)) return error;
   hadamardKernel<<<static_cast<unsigned>(rows), kThreads, bytes,
