@@ -143,6 +143,23 @@ int launchQuantizeBuckets(float* residual,
                           uint8_t* meta,
                           uint8_t* levels,
                           void* stream);
+// Whether launchQuantizePacked takes buckets of this length (a multiple of 8, at most 12288).
+bool quantizeFusedSupported(int64_t bucket);
+// launchQuantizeBuckets and launchPackCodes in one pass, without the level bytes: (unit, min) per
+// bucket into meta, the codes straight into `codes` ((numel * bits + 7) / 8 bytes, the payload's
+// stream), residual = p - C(p). Read once from global memory (see Note [Quantize warps]).
+// Returns cudaErrorInvalidValue for a bucket that quantizeFusedSupported refuses.
+int launchQuantizePacked(float* residual,
+                         const float* addend,
+                         float scale,
+                         int64_t numel,
+                         int64_t bucket,
+                         int bits,
+                         bool stochastic,
+                         uint64_t seed,
+                         uint8_t* meta,
+                         uint8_t* codes,
+                         void* stream);
 // levels (one byte each) -> LSB-first bit stream of `bits` bits per element.
 int launchPackCodes(const uint8_t* levels, int64_t numel, int bits, uint8_t* codes, void* stream);
 // out[j] += alpha * (min + level_j * unit) of j's bucket.

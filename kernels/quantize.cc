@@ -42,6 +42,15 @@ void quantizeCompress(at::Tensor& residual,
   checkPayload(payload, numel, options);
   if (numel == 0) return;
   DeviceScope scope(residual);
+  if (detail::quantizeFusedSupported(options.bucket)) {
+    uint8_t* meta = payload.data_ptr<uint8_t>();
+    check(detail::launchQuantizePacked(
+              residual.data_ptr<float>(), addend.defined() ? addend.data_ptr<float>() : nullptr,
+              addendScale, numel, options.bucket, options.bits, options.stochastic, options.seed,
+              meta, meta + 8 * bucketsOf(numel, options), scope.stream()),
+          "quantize");
+    return;
+  }
   at::Tensor levels = at::empty({numel}, residual.options().dtype(at::kByte));
   uint8_t* meta = payload.data_ptr<uint8_t>();
   check(detail::launchQuantizeBuckets(
