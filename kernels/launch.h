@@ -68,6 +68,19 @@ int launchGatherTiles(const int32_t* slotIndices,
                       int32_t* indices,
                       float* values,
                       void* stream);
+// int32 counters launchRadixSelect needs in `histograms`.
+inline constexpr int64_t kRadixSelectHistogramInts = 3 * 2048;
+// state[0] = the rank-th largest (1 <= rank <= count) of `count` non-negative int32 keys, as a
+// sort would give it (see Note [Radix select] in top_k.cu); state[1] = its rank among the keys
+// equal to it (so rank - state[1] keys are larger). state: 2 int64; histograms:
+// kRadixSelectHistogramInts int32 of scratch. Returns cudaErrorInvalidValue for a rank outside
+// [1, count].
+int launchRadixSelect(const int32_t* keys,
+                      int64_t count,
+                      int64_t rank,
+                      int64_t* state,
+                      int32_t* histograms,
+                      void* stream);
 // keys[j] = magnitudeKey(values[j]).
 int launchMagnitudeKeys(const float* values, int64_t count, int32_t* keys, void* stream);
 // residual[indices[j]] = values[j].

@@ -78,10 +78,20 @@ class ThresholdPass {
   at::Tensor tileOffsets_;
 };
 
-// The rank-th largest of int32 keys (a CUDA tensor), read back to the host. A device radix sort:
+// The rank-th largest of non-negative int32 keys (a CUDA tensor), read back to the host
+// (blocking). A device radix select (Note [Radix select] in top_k.cu) instead of sorting the keys;
 // at::kthvalue runs one slice in one thread block, which measured 20x slower on 10^6 keys.
-int32_t nthLargest(const at::Tensor& keys, int64_t rank) {
-  return std::get<0>(keys.sort()).select(0, keys.numel() - rank).item<int32_t>();
+int32_t nthLargest(const at::Tensor& keys, int64_t rank, void* stream) {
+  at::Tensor state = at::empty({2}, keys.options().dtype(at::kLong));
+  at::Tensor histograms = at::empty({detail::kRadixSelectHistogramInts}, keys.options());
+  check(
+      detail::launchRadixSelect(keys.data_ptr<int32_t>(), keys.numel(), rank,
+                                state.data_ptr<int64_t>(), histograms.data_ptr<int32_t>(), stream),
+      "top-k select");
+  int64_t key = 0;
+  check(detail::copyToHost(&key, state.data_ptr<int64_t>(), sizeof(key), stream),
+        "top-k select read-back");
+  return static_cast<int32_t>(key);
 }
 
 }  // namespace
@@ -124,7 +134,7 @@ TopKSelection topKSelect(at::Tensor& residual,
   check(detail::launchSampleKeys(r, a, addendScale, options.sampleFirst, options.sampleStride,
                                  options.sampleCount, sampleKeys.data_ptr<int32_t>(), stream),
         "top-k sample");
-  const int32_t sampleKey = nthLargest(sampleKeys, options.sampleRank);
+  const int32_t sampleKey = nthLargest(sampleKeys, options.sampleRank, stream);
   float threshold = std::numeric_limits<float>::infinity();
   if (sampleKey != 0) {
     const uint32_t bits = static_cast<uint32_t>(sampleKey) - 1;
@@ -164,7 +174,7 @@ TopKSelection topKSelect(at::Tensor& residual,
     check(detail::launchMagnitudeKeys(candidates.values.data_ptr<float>(), candidates.count,
                                       keys.data_ptr<int32_t>(), stream),
           "top-k keys");
-    const int32_t kth = nthLargest(keys, k);
+    const int32_t kth = nthLargest(keys, k, stream);
     const at::Tensor above = keys > kth;
     const at::Tensor tie = keys == kth;
     const at::Tensor ties = above.sum().neg().add(k);

@@ -3,6 +3,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "kernels/device_math.cuh"
 #include "kernels/launch.h"
 
@@ -185,6 +187,74 @@ __global__ void decompressAddKernel(const uint8_t* payload,
   atomicAdd(out + index, mulRn(alpha, value));
 }
 
+// Note [Radix select]
+// The rank-th largest of non-negative int32 keys without sorting them: three passes over the
+// digits of bits 31..21, 20..10 and 9..0. Pass d histograms the digit of the keys whose higher
+// bits equal the prefix found so far; one block then walks the bins from the largest digit down
+// to the bin that holds the rank, appends that digit to the prefix and keeps the rank within the
+// bin. After three passes the prefix is the key itself: exactly what sorting and indexing gives.
+// state[0] = prefix, state[1] = rank within the keys that share the prefix.
+constexpr int kSelectBins = 1 << 11;
+static_assert(kSelectBins * 3 == kRadixSelectHistogramInts, "launch.h sizes the histograms");
+constexpr int kSelectThreads = 1024;
+constexpr int kSelectPasses = 3;
+__host__ __device__ constexpr int selectShift(int pass) {
+  return pass == 0 ? 21 : pass == 1 ? 10 : 0;
+}
+__host__ __device__ constexpr int selectBins(int pass) { return pass == 2 ? 1 << 10 : 1 << 11; }
+
+__global__ void __launch_bounds__(kThreads) selectHistogramKernel(
+    const int32_t* keys, int64_t count, int pass, const int64_t* state, int32_t* histogram) {
+  __shared__ int32_t bins[kSelectBins];
+  for (int b = threadIdx.x; b < kSelectBins; b += blockDim.x) bins[b] = 0;
+  __syncthreads();
+  const int shift = selectShift(pass);
+  const uint32_t digitMask = static_cast<uint32_t>(selectBins(pass) - 1);
+  // The bits above this pass's digit, fixed by the passes before (none in pass 0).
+  const uint32_t highMask = pass == 0 ? 0u : ~((digitMask << shift) | ((1u << shift) - 1u));
+  const uint32_t prefix = pass == 0 ? 0u : static_cast<uint32_t>(state[0]);
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += stride) {
+    const uint32_t key = static_cast<uint32_t>(keys[i]);
+    if ((key & highMask) == prefix) atomicAdd(&bins[(key >> shift) & digitMask], 1);
+  }
+  __syncthreads();
+  for (int b = threadIdx.x; b < kSelectBins; b += blockDim.x) {
+    if (bins[b] != 0) atomicAdd(&histogram[b], bins[b]);
+  }
+}
+
+// One block of kSelectThreads: thread t owns bins (bins - 1 - 2t) and (bins - 2 - 2t), the largest
+// digits first; an inclusive scan of the owners' counts finds the bin holding the rank.
+__global__ void __launch_bounds__(kSelectThreads)
+    selectDigitKernel(const int32_t* histogram, int pass, int64_t initialRank, int64_t* state) {
+  __shared__ int64_t sums[kSelectThreads];
+  const int bins = selectBins(pass);
+  const int high = bins - 1 - 2 * static_cast<int>(threadIdx.x);
+  const int64_t first = high >= 0 ? histogram[high] : 0;
+  const int64_t second = high >= 1 ? histogram[high - 1] : 0;
+  const int64_t own = first + second;
+  sums[threadIdx.x] = own;
+  __syncthreads();
+  for (int step = 1; step < kSelectThreads; step *= 2) {
+    const int64_t add = threadIdx.x >= step ? sums[threadIdx.x - step] : 0;
+    __syncthreads();
+    sums[threadIdx.x] += add;
+    __syncthreads();
+  }
+  const int64_t rank = pass == 0 ? initialRank : state[1];
+  const uint32_t prefix = pass == 0 ? 0u : static_cast<uint32_t>(state[0]);
+  const int64_t before = sums[threadIdx.x] - own;
+  __syncthreads();  // every thread has read state before one of them rewrites it
+  if (own > 0 && before < rank && rank <= before + own) {
+    const bool inFirst = rank <= before + first;
+    const int digit = inFirst ? high : high - 1;
+    state[0] = static_cast<int64_t>(prefix | (static_cast<uint32_t>(digit) << selectShift(pass)));
+    state[1] = inFirst ? rank - before : rank - before - first;
+  }
+}
+
 int launched() { return static_cast<int>(cudaGetLastError()); }
 
 }  // namespace
@@ -281,6 +351,28 @@ int launchTopKDecompressAdd(const uint8_t* payload,
   decompressAddKernel<<<blocksFor(count, kThreads), kThreads, 0,
                         static_cast<cudaStream_t>(stream)>>>(payload, count, fp16Values, alpha, out,
                                                              numel, badIndex);
+  return launched();
+}
+
+int launchRadixSelect(const int32_t* keys,
+                      int64_t count,
+                      int64_t rank,
+                      int64_t* state,
+                      int32_t* histograms,
+                      void* stream) {
+  if (count == 0 || rank < 1 || rank > count) return static_cast<int>(cudaErrorInvalidValue);
+  auto s = static_cast<cudaStream_t>(stream);
+  const cudaError_t cleared =
+      cudaMemsetAsync(histograms, 0, sizeof(int32_t) * kSelectBins * kSelectPasses, s);
+  if (cleared != cudaSuccess) return static_cast<int>(cleared);
+  // Enough blocks to fill the device, each at least 16 keys per thread.
+  const int blocks = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>(1024, (count + 16 * kThreads - 1) / (16 * kThreads))));
+  for (int pass = 0; pass < kSelectPasses; ++pass) {
+    int32_t* histogram = histograms + pass * kSelectBins;
+    selectHistogramKernel<<<blocks, kThreads, 0, s>>>(keys, count, pass, state, histogram);
+    selectDigitKernel<<<1, kSelectThreads, 0, s>>>(histogram, pass, rank, state);
+  }
   return launched();
 }
 
