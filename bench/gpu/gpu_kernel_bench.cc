@@ -121,10 +121,11 @@ int run(int argc, char** argv) {
     const double seconds = medianSeconds(row.run, iterations);
     const double rate = row.bytesPerElement * static_cast<double>(n) / seconds / 1e9;
     if (copyRate == 0) copyRate = rate;
-    table << "| " << row.name << " | " << row.bytesPerElement << " | " << std::fixed
-          << std::setprecision(3) << seconds * 1e3 << " | " << std::setprecision(0) << rate << " | "
-          << std::setprecision(0) << 100.0 * rate / copyRate << " % |\n";
-    table.unsetf(std::ios::fixed);
+    // defaultfloat with 6 digits: the previous row's setprecision(0) printed 12 as "1e+01".
+    table << "| " << row.name << " | " << std::defaultfloat << std::setprecision(6)
+          << row.bytesPerElement << " | " << std::fixed << std::setprecision(3) << seconds * 1e3
+          << " | " << std::setprecision(0) << rate << " | " << std::setprecision(0)
+          << 100.0 * rate / copyRate << " % |\n";
   }
   std::cout << "input: " << mib << " MiB of float32 per kernel call, median of " << iterations
             << " runs\n\n"
