@@ -13,6 +13,10 @@
 // [..., in] per token. All internal arithmetic is fp32 whatever the input dtype (bf16 rounding
 // of u/step would flip levels near midpoints); results come back in the input's dtype.
 //
+// On the CPU, forward and backward are one pass per row each (rotation, RMS, clamp / round /
+// mask, the saved mask is one byte per element), in SSE2 vectors on x86-64 with results bit for
+// bit those of the element-by-element loop (quantizer.cc, Note [Vector row kernel]).
+//
 // Ownership: pure functions returning new tensors. Threading: thread-safe; the row kernel
 // parallelises over rows with at::parallel_for.
 //

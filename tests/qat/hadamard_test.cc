@@ -52,6 +52,28 @@ TEST(HadamardTest, GradientIsTheTransposedTransform) {
   EXPECT_LT((x.grad().to(at::kDouble) - expected).abs().max().item<double>(), 1e-5);
 }
 
+// The vector butterflies (Note [Vector butterflies]) reproduce the stage loop bit for bit, in
+// place and out of place, for values with every kind of rounding (wide dynamic range, ties).
+TEST(HadamardTest, FastTransformEqualsTheStageLoopBitForBit) {
+  const at::Tensor x = gaussian({7, 384}, 4) * at::exp(gaussian({7, 384}, 5) * 4);
+  at::Tensor expected = x.clone();
+  float* e = expected.data_ptr<float>();
+  for (int64_t b = 0; b < expected.numel(); b += 128) testing::scalarFwhtBlock(e + b);
+
+  at::Tensor outOfPlace = at::full_like(x, -1.0f);
+  fwhtBlocks(x.data_ptr<float>(), outOfPlace.data_ptr<float>(), x.numel());
+  EXPECT_TRUE(at::equal(outOfPlace, expected));
+  at::Tensor inPlace = x.clone();
+  fwhtBlocksInPlace(inPlace.data_ptr<float>(), inPlace.numel());
+  EXPECT_TRUE(at::equal(inPlace, expected));
+  EXPECT_TRUE(at::equal(blockHadamard(x), expected));
+  // Every input position reaches every output of its block with the right sign.
+  const at::Tensor h = blockHadamard(at::eye(128, at::kFloat));
+  at::Tensor identity = at::eye(128, at::kFloat);
+  for (int64_t i = 0; i < 128; ++i) testing::scalarFwhtBlock(identity.data_ptr<float>() + i * 128);
+  EXPECT_TRUE(at::equal(h, identity));
+}
+
 TEST(HadamardTest, RejectsRowsThatAreNotWholeBlocks) {
   EXPECT_THROW(blockHadamard(at::zeros({2, 100})), InvalidArgument);
   EXPECT_THROW(blockHadamard(at::zeros({2, 192})), InvalidArgument);

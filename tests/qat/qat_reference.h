@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -77,6 +78,62 @@ inline double optimalGridMse(int64_t levels) {
     }
   }
   return gridMse((lo + hi) / 2, levels);
+}
+
+// The fast Walsh-Hadamard transform of one 128-float block written as the plain stage loop of
+// its definition (the butterfly order of the textbook algorithm), in place, fp32: what the
+// vectorised transform must reproduce bit for bit.
+inline void scalarFwhtBlock(float* block) {
+  for (int64_t half = 1; half < 128; half *= 2) {
+    for (int64_t start = 0; start < 128; start += 2 * half) {
+      for (int64_t j = start; j < start + half; ++j) {
+        const float a = block[j];
+        const float b = block[j + half];
+        block[j] = a + b;
+        block[j + half] = a - b;
+      }
+    }
+  }
+  const float scale = static_cast<float>(1.0 / std::sqrt(128.0));
+  for (int64_t j = 0; j < 128; ++j) block[j] *= scale;
+}
+
+// Element-by-element QuEST of [rows, d] fp32 rows per specs/qat.md §1.2 in fp32 (sum of
+// squares in double, element 0 first; std::rint, half to even): the rotated-basis values, the
+// codes r - 1, the steps and the trust mask |u| <= maskScale * c.
+struct ScalarQuestRows {
+  at::Tensor values;  // [rows, d] fp32, rotated basis when hadamard
+  at::Tensor codes;   // [rows, d] int8
+  at::Tensor step;    // [rows] fp32
+  at::Tensor mask;    // [rows, d] bool
+};
+inline ScalarQuestRows scalarQuestRows(
+    const at::Tensor& x, int64_t bits, bool hadamard, double alpha, double maskScale) {
+  const at::Tensor input = x.to(at::kFloat).contiguous();
+  const int64_t rows = input.size(0), d = input.size(1);
+  ScalarQuestRows out{input.clone(), at::empty({rows, d}, at::kChar), at::empty({rows}, at::kFloat),
+                      at::empty({rows, d}, at::kBool)};
+  for (int64_t r = 0; r < rows; ++r) {
+    float* u = out.values.data_ptr<float>() + r * d;
+    if (hadamard) {
+      for (int64_t b = 0; b < d; b += 128) scalarFwhtBlock(u + b);
+    }
+    double sumSquares = 0.0;
+    for (int64_t j = 0; j < d; ++j) sumSquares += static_cast<double>(u[j]) * u[j];
+    const float sigma = static_cast<float>(std::sqrt(sumSquares / static_cast<double>(d)));
+    const float clip = static_cast<float>(alpha) * sigma + 1e-8f;
+    const float step = 2.0f * clip / static_cast<float>((int64_t{1} << bits) - 1);
+    const float keep = static_cast<float>(maskScale) * clip;
+    out.step.data_ptr<float>()[r] = step;
+    for (int64_t j = 0; j < d; ++j) {
+      const float value = u[j];
+      out.mask.data_ptr<bool>()[r * d + j] = std::fabs(value) <= keep;
+      const float level = std::rint(std::min(std::max(value, -clip), clip) / step + 0.5f);
+      out.codes.data_ptr<int8_t>()[r * d + j] = static_cast<int8_t>(level - 1.0f);
+      u[j] = (level - 0.5f) * step;
+    }
+  }
+  return out;
 }
 
 }  // namespace thinwire::qat::testing

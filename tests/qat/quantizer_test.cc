@@ -218,6 +218,62 @@ TEST(QuantizerTest, BackwardIsTheMaskedRotatedGradient) {
   EXPECT_TRUE(at::equal(x.grad(), g));
 }
 
+// The vector row kernel (Note [Vector row kernel]) against the element-by-element reference:
+// values, codes, steps, masks and the backward bit for bit, for every width, both variants, row
+// counts that are not multiples of four, exact ties, zero rows and STE rows of odd length.
+TEST(QuantizerTest, RowKernelEqualsTheScalarReferenceBitForBit) {
+  for (int64_t bits = 1; bits <= kMaxBits; ++bits) {
+    for (int64_t rows : {1, 3, 4, 9}) {
+      at::Tensor x = gaussian({rows, 256}, 20 + bits) * at::exp(gaussian({rows, 256}, 40) * 2);
+      if (rows > 1) x[1].zero_();
+      const double alpha = gaussianOptimalScale(bits);
+      const double maskScale = defaultMaskScale(bits);
+      const testing::ScalarQuestRows expected =
+          testing::scalarQuestRows(x, bits, true, alpha, maskScale);
+      const QuantizedRows got = quantizeRows(x, quest(bits));
+      ASSERT_TRUE(at::equal(got.codes, expected.codes)) << bits << " bits, " << rows << " rows";
+      ASSERT_TRUE(at::equal(got.step, expected.step)) << bits << " bits, " << rows << " rows";
+      ASSERT_TRUE(at::equal(got.mask, expected.mask)) << bits << " bits, " << rows << " rows";
+      at::Tensor back = expected.values.clone();
+      for (int64_t b = 0; b < back.numel(); b += 128) {
+        testing::scalarFwhtBlock(back.data_ptr<float>() + b);
+      }
+      for (Variant variant : {Variant::kFull, Variant::kHalf}) {
+        const at::Tensor leaf = x.clone().requires_grad_(true);
+        const at::Tensor q = fakeQuantize(leaf, quest(bits, variant));
+        ASSERT_TRUE(at::equal(q, variant == Variant::kFull ? back : expected.values))
+            << bits << " bits, " << rows << " rows, variant " << static_cast<int>(variant);
+        // Backward: Full ((G H) . M) H, Half (G . M) H, with the stage-loop transform.
+        const at::Tensor g = gaussian({rows, 256}, 60 + rows);
+        q.backward(g);
+        at::Tensor reference = g.clone();
+        float* p = reference.data_ptr<float>();
+        const bool* m = expected.mask.data_ptr<bool>();
+        for (int64_t b = 0; b < reference.numel(); b += 128) {
+          if (variant == Variant::kFull) testing::scalarFwhtBlock(p + b);
+          for (int64_t j = b; j < b + 128; ++j) p[j] = m[j] ? p[j] : 0.0f;
+          testing::scalarFwhtBlock(p + b);
+        }
+        ASSERT_TRUE(at::equal(leaf.grad(), reference))
+            << bits << " bits, variant " << static_cast<int>(variant);
+      }
+    }
+  }
+  // Exact ties u / step + 1/2 = k + 1/2 round to even: rows on the grid's midpoints.
+  at::Tensor ties = at::arange(-12, 12, at::kFloat).repeat({4, 16}) * 0.25f;
+  const QuantizedRows tieRows = quantizeRows(ties, ste(4));
+  const testing::ScalarQuestRows tieExpected =
+      testing::scalarQuestRows(ties, 4, false, gaussianOptimalScale(4), defaultMaskScale(4));
+  EXPECT_TRUE(at::equal(tieRows.codes, tieExpected.codes));
+  EXPECT_TRUE(at::equal(fakeQuantize(ties, ste(4)), tieExpected.values));
+  // STE rows of odd length go through the vector body and the scalar tail.
+  const at::Tensor odd = gaussian({5, 37}, 70);
+  EXPECT_TRUE(at::equal(
+      fakeQuantize(odd, ste(3)),
+      testing::scalarQuestRows(odd, 3, false, gaussianOptimalScale(3), defaultMaskScale(3))
+          .values));
+}
+
 // Spec §3.1.10: bf16 inputs are quantized with fp32 arithmetic.
 TEST(QuantizerTest, ReducedPrecisionInputsUseFp32Inside) {
   const at::Tensor x = (gaussian({256, 512}, 17) * 2).to(at::kBFloat16);
