@@ -197,7 +197,7 @@ struct PvConfig {               // `thinwire quantize` (docs/pv_tuning.md)
   double lr = 3e-4;             // pv.lr: P-step Adam (scales, zeros, non-quantized)
   double beta1 = 0.9;           // pv.beta1
   double beta2 = 0.95;          // pv.beta2
-  double codeLr = 1e-2;         // pv.code_lr: V-proposal step
+  double codeLr = 3e-3;         // pv.code_lr: V-proposal step
   double codeBeta2 = 0.95;      // pv.code_beta2
   double maxCodeChange = 0.01;  // pv.max_code_change: tau
   double trustRatio = 0.0;      // pv.trust_ratio: rho, 0 = off
