@@ -43,7 +43,9 @@ void expectBitExact(const at::Tensor& expected, const at::Tensor& actual, const 
   const at::Tensor b = actual.contiguous();
   const size_t bytes = static_cast<size_t>(a.numel()) * a.element_size();
   // An empty tensor's data pointer may be null, and memcmp on null is undefined even for 0 bytes.
-  if (bytes > 0) EXPECT_EQ(std::memcmp(a.data_ptr(), b.data_ptr(), bytes), 0) << key;
+  if (bytes > 0) {
+    EXPECT_EQ(std::memcmp(a.data_ptr(), b.data_ptr(), bytes), 0) << key;
+  }
 }
 
 std::string dataErrorOf(const std::function<void()>& action) {
