@@ -68,6 +68,27 @@ void validate(const WorldInfo& info) {
            " must be < local size ", info.localSize);
 }
 
+// "HOST:PORT" with a non-empty host and a port in 1..65535 (the last ':' splits them).
+std::string checkedStoreAddress(const char* name, const std::string& address) {
+  const size_t colon = address.rfind(':');
+  TW_CHECK(colon != std::string::npos && colon > 0, name, "='", address,
+           "' is not HOST:PORT (the tcp backend's rendezvous store, served by rank 0)");
+  const int port = parseNonNegative(name, address.substr(colon + 1));
+  TW_CHECK(port >= 1 && port <= 65535, name, "='", address, "': the port must be in 1..65535");
+  return address;
+}
+
+std::string readStoreAddress() {
+  if (std::optional<std::string> store = readVariable("THINWIRE_STORE")) {
+    return checkedStoreAddress("THINWIRE_STORE", *store);
+  }
+  std::optional<std::string> host = readVariable("MASTER_ADDR");
+  std::optional<std::string> port = readVariable("MASTER_PORT");
+  // One of the pair alone may be left over from another tool's environment: not an address.
+  if (!host || !port) return "";
+  return checkedStoreAddress("MASTER_ADDR:MASTER_PORT", *host + ":" + *port);
+}
+
 }  // namespace
 
 WorldInfo WorldInfo::fromEnvironment() {
@@ -102,6 +123,7 @@ WorldInfo WorldInfo::fromEnvironment() {
     info.localSize = localSize.value_or(info.localRank + 1);
   }
   validate(info);
+  info.storeAddress = readStoreAddress();
   return info;
 }
 

@@ -425,8 +425,10 @@ std::vector<KeySpec> buildSchema() {
                   "comm.backend", [](Config& c) -> FieldRef { return &c.comm.backend; },
                   "`mpi` between processes; `local` runs ranks as threads of one process; "
                   "`nccl` between GPUs (one CUDA device per rank, THINWIRE_WITH_CUDA builds; "
-                  "docs/gpu.md).")
-                  .oneOf({"mpi", "local", "nccl"}));
+                  "docs/gpu.md); `tcp` between processes without MPI, bootstrapped through a "
+                  "rendezvous store that rank 0 serves at THINWIRE_STORE=HOST:PORT (plain "
+                  "`srun`, or processes started by hand; docs/launch.md).")
+                  .oneOf({"mpi", "local", "nccl", "tcp"}));
   s.push_back(
       KeySpec(
           "comm.bucket_mb", [](Config& c) -> FieldRef { return &c.comm.bucketMb; },

@@ -102,7 +102,7 @@ struct OptimConfig {
 };
 
 struct CommConfig {
-  std::string backend = "mpi";     // comm.backend: mpi|local
+  std::string backend = "mpi";     // comm.backend: mpi|local|nccl|tcp
   double bucketMb = 4.0;           // comm.bucket_mb: gradient bucket size in MiB
   double timeoutS = 300.0;         // comm.timeout_s: bound on every collective wait
   bool gradientSync = true;        // comm.gradient_sync: false = compute-only benchmark mode

@@ -62,7 +62,8 @@ constexpr const char* kUsage = R"(usage: thinwire <command> [options]
 commands:
   train CONFIG [--set path=value]...
       Train as one rank of a job (start it with `thinwire launch`, mpirun or srun).
-      With comm.backend: local, runs launch.ranks ranks as threads in this process.
+      With comm.backend: local, runs launch.ranks ranks as threads in this process; with
+      comm.backend: tcp, needs no MPI: start the ranks any way, with THINWIRE_STORE=HOST:PORT.
   launch CONFIG [-n N] [--hostfile FILE] [--dry-run] [--set path=value]...
       Build the mpirun command from the config's launch section, print it and run it.
   bench comm [--sizes 4K,64M,...] [--collectives allreduce,allgather,...] [--iterations N]
@@ -266,6 +267,19 @@ int commandTrain(const std::vector<std::string>& args) {
     // The same watchdog as the MPI path: a rank hung inside an NCCL kernel never returns to the
     // host, so only the heartbeat thread can end it.
     return runRank(config, *nccl, log,
+                   watchdogOptions(config, log, comm::WorldInfo::fromEnvironment().localSize));
+  }
+
+  if (config.comm.backend == "tcp") {
+    // No MPI: the ranks meet through the rendezvous store named by THINWIRE_STORE (docs/launch.md),
+    // whoever started them. The same watchdog as the MPI path ends a rank whose peer fell silent.
+    const std::unique_ptr<comm::Communicator> tcp = comm::makeCommunicator(
+        {.backend = comm::CommunicatorOptions::Backend::kTcp,
+         .timeout = std::chrono::milliseconds(static_cast<int64_t>(config.comm.timeoutS * 1000))});
+    seedDefaultGenerator(config.run.seed, tcp->rank());
+    Logger log({.rank = tcp->rank(), .level = level});
+    if (tcp->rank() == 0) log.info("BLAS: ", blasInUse());
+    return runRank(config, *tcp, log,
                    watchdogOptions(config, log, comm::WorldInfo::fromEnvironment().localSize));
   }
 
