@@ -24,15 +24,27 @@ std::vector<std::string> srunCommand(const core::Config& config, const SrunReque
   TW_CHECK(!configPath.empty(), "srun needs the config path the ranks read, got ''");
   const core::LaunchConfig& launch = config.launch;
 
+  // The tcp backend meets through its store, not through MPI (srun_command.h).
+  const bool tcp = config.comm.backend == "tcp";
+  if (tcp) {
+    const size_t colon = request.storeAddress.rfind(':');
+    TW_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < request.storeAddress.size(),
+             "comm.backend tcp under srun needs the store address HOST:PORT (HOST = the "
+             "allocation's first node), got '",
+             request.storeAddress, "'");
+  }
+
   std::vector<std::string> argv = {"srun"};
   if (request.ranks > 0) argv.insert(argv.end(), {"--ntasks", std::to_string(request.ranks)});
-  argv.push_back("--mpi=" + launch.srunMpi);
+  argv.push_back("--mpi=" + (tcp ? std::string("none") : launch.srunMpi));
   argv.push_back("--cpu-bind=" + cpuBind(launch.bindTo));
   argv.insert(argv.end(), launch.srunArgs.begin(), launch.srunArgs.end());
 
   const std::string threads = std::to_string(config.train.threads);
   argv.insert(argv.end(), {"env", "OMP_NUM_THREADS=" + threads, "OPENBLAS_NUM_THREADS=" + threads});
-  if (launch.transport == "tcp") {
+  if (tcp) {
+    argv.push_back("THINWIRE_STORE=" + request.storeAddress);
+  } else if (launch.transport == "tcp") {
     argv.insert(argv.end(), {"OMPI_MCA_pml=ob1", "OMPI_MCA_btl=tcp,self"});
     if (!launch.tcpInterface.empty()) {
       argv.push_back("OMPI_MCA_btl_tcp_if_include=" + launch.tcpInterface);

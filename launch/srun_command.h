@@ -12,6 +12,11 @@
 //   <thinwire> train <config> [--set a=b ...]
 // transport tcp: OMPI_MCA_pml=ob1 OMPI_MCA_btl=tcp,self [OMPI_MCA_btl_tcp_if_include=<interface>];
 // transport shm: OMPI_MCA_btl=self,vader; transport auto: nothing.
+// comm.backend tcp needs no MPI at all (docs/launch.md): `--mpi=none`, no Open MPI variables, and
+// THINWIRE_STORE=<request.storeAddress> in the env list instead, so every task finds the
+// rendezvous store that rank 0 serves:
+//   srun [--ntasks N] --mpi=none --cpu-bind=... [launch.srun_args...]
+//   env OMP_NUM_THREADS=T OPENBLAS_NUM_THREADS=T THINWIRE_STORE=<host:port> <thinwire> train ...
 //
 // Ownership: returns values; keeps no references. Threading: pure function, thread-safe.
 //
@@ -36,11 +41,15 @@ struct SrunRequest {
   int64_t ranks = 0;                   // 0 = the allocation's task count (no --ntasks)
   std::string thinwireBinary;          // the program each rank runs; required
   std::vector<std::string> overrides;  // "a.b=value", forwarded as `--set a.b=value` in order
+  // comm.backend tcp only: "HOST:PORT" of the rendezvous store, HOST being the allocation's first
+  // node (`scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1`), where rank 0 runs.
+  std::string storeAddress{};  // {} keeps 4-field aggregate initialisation warning-free
 };
 
 // The argv (argv[0] = "srun") that starts `thinwire train` on the config in every task of the
 // current allocation. Throws InvalidArgument when request.ranks < 0, when thinwireBinary is
-// empty, or when neither request.configPath nor config.sourcePath names the config.
+// empty, when neither request.configPath nor config.sourcePath names the config, or when
+// comm.backend is tcp and request.storeAddress is not HOST:PORT.
 [[nodiscard]] std::vector<std::string> srunCommand(const core::Config& config,
                                                    const SrunRequest& request);
 
