@@ -71,7 +71,7 @@ class Communicator {
 
   virtual int rank() const = 0;
   virtual int worldSize() const = 0;
-  // Short name of the backend: "mpi", "local", "nccl".
+  // Short name of the backend: "mpi", "local", "nccl", "tcp".
   virtual std::string backendName() const = 0;
 
   // In place: every rank's `inout` (same numel and dtype everywhere) becomes op(all ranks' inout).
