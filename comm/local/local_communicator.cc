@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "comm/collective_checks.h"
+#include "comm/rank_order_reduce.h"
 
 namespace thinwire::comm {
 
@@ -200,39 +201,6 @@ namespace {
 template <typename... Args>
 void checkAgreement(bool agreed, const Args&... args) {
   if (!agreed) TW_THROW(CommError, args...);
-}
-
-at::ScalarType accumulateType(at::ScalarType dtype) {
-  return (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
-}
-
-// Reduces `parts` elementwise, adding in rank order in the accumulate type. The result is in the
-// accumulate type; the caller casts it once when writing the output.
-at::Tensor reduceInRankOrder(const std::vector<at::Tensor>& parts, ReduceOp op) {
-  at::ScalarType accType = accumulateType(parts.front().scalar_type());
-  at::Tensor result = parts.front().to(accType, /*non_blocking=*/false, /*copy=*/true);
-  for (size_t r = 1; r < parts.size(); ++r) {
-    switch (op) {
-      case ReduceOp::kSum:
-      case ReduceOp::kAverage:
-        result.add_(parts[r]);
-        break;
-      case ReduceOp::kMax:
-        result = at::maximum(result, parts[r].to(accType));
-        break;
-      case ReduceOp::kMin:
-        result = at::minimum(result, parts[r].to(accType));
-        break;
-    }
-  }
-  return result;
-}
-
-// Writes a reduced result into `output` (cast to its dtype), then divides for kAverage.
-void writeReduced(at::Tensor& output, const at::Tensor& reduced, ReduceOp op, int worldSize) {
-  at::Tensor flat = output.view({-1});
-  flat.copy_(reduced);
-  if (op == ReduceOp::kAverage) flat.div_(worldSize);
 }
 
 }  // namespace

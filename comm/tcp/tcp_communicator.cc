@@ -19,6 +19,7 @@
 
 #include "base/error.h"
 #include "comm/collective_checks.h"
+#include "comm/rank_order_reduce.h"
 #include "comm/tcp/listen.h"
 
 namespace thinwire::comm {
@@ -81,38 +82,6 @@ std::string joinRanks(const std::vector<int>& ranks) {
   std::ostringstream out;
   for (size_t i = 0; i < ranks.size(); ++i) out << (i ? "," : "") << ranks[i];
   return out.str();
-}
-
-at::ScalarType accumulateType(at::ScalarType dtype) {
-  return (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
-}
-
-// The local backend's reduction, operation for operation (comm/local/local_communicator.cc), so
-// both backends give the same bits: rank order, accumulate type, one cast by the caller.
-at::Tensor reduceInRankOrder(const std::vector<at::Tensor>& parts, ReduceOp op) {
-  at::ScalarType accType = accumulateType(parts.front().scalar_type());
-  at::Tensor result = parts.front().to(accType, /*non_blocking=*/false, /*copy=*/true);
-  for (size_t r = 1; r < parts.size(); ++r) {
-    switch (op) {
-      case ReduceOp::kSum:
-      case ReduceOp::kAverage:
-        result.add_(parts[r]);
-        break;
-      case ReduceOp::kMax:
-        result = at::maximum(result, parts[r].to(accType));
-        break;
-      case ReduceOp::kMin:
-        result = at::minimum(result, parts[r].to(accType));
-        break;
-    }
-  }
-  return result;
-}
-
-// Writes a reduced result into `output` (cast to its dtype), then divides for kAverage.
-void writeReduced(at::Tensor output, const at::Tensor& reduced, ReduceOp op, int worldSize) {
-  output.copy_(reduced);
-  if (op == ReduceOp::kAverage) output.div_(worldSize);
 }
 
 // Balanced split of `length` elements into n blocks: block j has length/n (+1 for j < rem).
