@@ -397,7 +397,7 @@ TEST(ConfigTest, EnumsListTheAllowedValues) {
   EXPECT_EQ(configError("launch:\n  transport: ib\n"),
             "cfg.yaml:2: launch.transport must be one of auto|tcp|shm, got 'ib'");
   EXPECT_EQ(configError("comm:\n  backend: gloo\n"),
-            "cfg.yaml:2: comm.backend must be one of mpi|local|nccl, got 'gloo'");
+            "cfg.yaml:2: comm.backend must be one of mpi|local|nccl|tcp, got 'gloo'");
   EXPECT_EQ(configError("train:\n  device: gpu0\n"),
             "cfg.yaml:2: train.device must be one of cpu|cuda, got 'gpu0' (did you mean 'cpu'?)");
   EXPECT_EQ(configError("optim:\n  schedule:\n    name: linear\n"),
@@ -577,15 +577,23 @@ TEST(ConfigTest, CompressionCrossKeyRules) {
             "<no error>");
 }
 
+// Each compression example is one of the two default experiments with compression switched on:
+// text_llama_*.yaml the language model, every other one fmnist_mlp.yaml.
 TEST(ConfigTest, CompressionExamplesStartFromTheDefaultExperiment) {
-  const std::filesystem::path dir = std::string(THINWIRE_SOURCE_DIR) + "/examples/compression";
-  const Config base =
-      Config::fromFile(std::string(THINWIRE_SOURCE_DIR) + "/examples/fmnist_mlp.yaml");
+  const std::string examples = std::string(THINWIRE_SOURCE_DIR) + "/examples";
+  const Config mlp = Config::fromFile(examples + "/fmnist_mlp.yaml");
+  const Config llama = Config::fromFile(examples + "/text_llama.yaml");
   int count = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+  int llamaCount = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(examples + "/compression")) {
     if (entry.path().extension() != ".yaml") continue;
     SCOPED_TRACE(entry.path().string());
+    const bool isLlama = entry.path().stem().string().rfind("text_llama", 0) == 0;
+    llamaCount += isLlama ? 1 : 0;
+    const Config& base = isLlama ? llama : mlp;
     const Config c = Config::fromFile(entry.path().string());
+    EXPECT_EQ(c.model.type, base.model.type);
+    EXPECT_EQ(c.model.dModel, base.model.dModel);
     EXPECT_NE(c.compression.method, "none");
     EXPECT_EQ(c.run.name, entry.path().stem().string());
     EXPECT_EQ(c.model.hidden, base.model.hidden);
@@ -594,6 +602,7 @@ TEST(ConfigTest, CompressionExamplesStartFromTheDefaultExperiment) {
     ++count;
   }
   EXPECT_GE(count, 8);
+  EXPECT_EQ(llamaCount, 3);
 }
 
 TEST_F(ConfigFileTest, BaseFilesAreReadFirstAndTheirErrorsNamed) {
