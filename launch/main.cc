@@ -257,29 +257,19 @@ int commandTrain(const std::vector<std::string>& args) {
     return 0;
   }
 
-  if (config.comm.backend == "nccl") {
-    // One GPU per rank (docs/gpu.md); MPI only carries the NCCL id when there are several ranks.
-    const std::unique_ptr<comm::Communicator> nccl = comm::makeCommunicator(
-        {.backend = comm::CommunicatorOptions::Backend::kNccl,
+  if (config.comm.backend == "nccl" || config.comm.backend == "tcp") {
+    // nccl: one GPU per rank (docs/gpu.md); MPI only carries the NCCL id when there are several
+    // ranks. tcp: no MPI at all; the ranks meet through the rendezvous store named by
+    // THINWIRE_STORE (docs/launch.md), whoever started them. Both get the MPI path's watchdog:
+    // a rank hung inside an NCCL kernel, or waiting on a peer that fell silent, never returns to
+    // the host, so only the heartbeat thread can end it.
+    const std::unique_ptr<comm::Communicator> comm = comm::makeCommunicator(
+        {.backend = comm::parseBackend(config.comm.backend),
          .timeout = std::chrono::milliseconds(static_cast<int64_t>(config.comm.timeoutS * 1000))});
-    seedDefaultGenerator(config.run.seed, nccl->rank());
-    Logger log({.rank = nccl->rank(), .level = level});
-    // The same watchdog as the MPI path: a rank hung inside an NCCL kernel never returns to the
-    // host, so only the heartbeat thread can end it.
-    return runRank(config, *nccl, log,
-                   watchdogOptions(config, log, comm::WorldInfo::fromEnvironment().localSize));
-  }
-
-  if (config.comm.backend == "tcp") {
-    // No MPI: the ranks meet through the rendezvous store named by THINWIRE_STORE (docs/launch.md),
-    // whoever started them. The same watchdog as the MPI path ends a rank whose peer fell silent.
-    const std::unique_ptr<comm::Communicator> tcp = comm::makeCommunicator(
-        {.backend = comm::CommunicatorOptions::Backend::kTcp,
-         .timeout = std::chrono::milliseconds(static_cast<int64_t>(config.comm.timeoutS * 1000))});
-    seedDefaultGenerator(config.run.seed, tcp->rank());
-    Logger log({.rank = tcp->rank(), .level = level});
-    if (tcp->rank() == 0) log.info("BLAS: ", blasInUse());
-    return runRank(config, *tcp, log,
+    seedDefaultGenerator(config.run.seed, comm->rank());
+    Logger log({.rank = comm->rank(), .level = level});
+    if (comm->rank() == 0) log.info("BLAS: ", blasInUse());
+    return runRank(config, *comm, log,
                    watchdogOptions(config, log, comm::WorldInfo::fromEnvironment().localSize));
   }
 
