@@ -6,6 +6,10 @@
 #   tsan  ThreadSanitizer (preset tsan, build/tsan): the binaries whose tests run threads —
 #         base_tests (timeline), comm_tests (tcp store, heartbeat, status server),
 #         comm_multirank_tests and core_multirank_tests (threads as ranks); tiers unit, multirank
+#   control  ThreadSanitizer on the control plane only (tests/tsan/, build/tsan-control): the
+#         torch-free sources that own threads (store, TCP store, heartbeat, status server, op
+#         queue, timeline) with their unit tests, label tsan; a few minutes, so CI runs it
+#         (scripts/test.sh) while the two whole-tree builds above run by hand
 # Any sanitizer report fails its test (halt_on_error / abort_on_error). Suppressions
 # (sanitizers/*.supp) cover third-party libraries only; each entry says why.
 #   scripts/sanitize.sh asan|tsan [ctest args]      e.g. scripts/sanitize.sh tsan -R TcpStore
@@ -23,17 +27,28 @@ case $kind in
   tsan)
     targets=(base_tests comm_tests comm_multirank_tests core_multirank_tests)
     ;;
+  control)
+    targets=(control_tsan_tests)
+    ;;
   *)
-    echo "usage: scripts/sanitize.sh asan|tsan [ctest args]" >&2
+    echo "usage: scripts/sanitize.sh asan|tsan|control [ctest args]" >&2
     exit 2
     ;;
 esac
 build=build/$kind
+[[ $kind == control ]] && build=build/tsan-control
 
 if [[ ${THINWIRE_SANITIZE_BUILD:-1} != 0 ]]; then
   extra=(-DTHINWIRE_WITH_CUDA=OFF -DTHINWIRE_WERROR=ON)
   [[ $kind == tsan ]] && extra+=(-DTHINWIRE_BUILD_BENCH=OFF)
-  cmake --preset "$kind" "${extra[@]}" > "$build.configure.log" 2>&1 ||
+  if [[ $kind == control ]]; then
+    # No preset: the flags are on the one target (tests/tsan/CMakeLists.txt), nothing else is built.
+    configure=(cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+      -DTHINWIRE_BUILD_CONTROL_TSAN=ON -DTHINWIRE_BUILD_TESTS=OFF -DTHINWIRE_BUILD_BENCH=OFF)
+  else
+    configure=(cmake --preset "$kind")
+  fi
+  "${configure[@]}" "${extra[@]}" > "$build.configure.log" 2>&1 ||
     { cat "$build.configure.log" >&2; echo "sanitize.sh: configure failed" >&2; exit 1; }
   nice -n 15 ninja -C "$build" -j "${THINWIRE_BUILD_JOBS:-2}" "${targets[@]}" ||
     { echo "sanitize.sh: build failed" >&2; exit 1; }
@@ -60,6 +75,10 @@ if [[ $kind == asan ]]; then
   ASAN_OPTIONS+=:fast_unwind_on_malloc=0
   echo "sanitize.sh: ASAN_OPTIONS=$ASAN_OPTIONS ctest -L '^mpi\$' ${ctest_args[*]} $*"
   ctest -L '^mpi$' "${ctest_args[@]}" "$@" || rc=1
+elif [[ $kind == control ]]; then
+  export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1$(supp tsan)
+  echo "sanitize.sh: TSAN_OPTIONS=$TSAN_OPTIONS ctest -L '^tsan\$' ${ctest_args[*]} $*"
+  ctest -L '^tsan$' "${ctest_args[@]}" "$@" || rc=1
 else
   export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1$(supp tsan)
   # Only the binaries built above: the others' tests appear as <binary>_NOT_BUILT entries.

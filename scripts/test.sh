@@ -7,6 +7,9 @@
 #   netem      multi-host launches over emulated networks (root, iproute2, network namespaces)
 #   slurm      a one-node SLURM cluster runs launch/slurm/train.sbatch (root, network
 #              namespaces; installs slurm-wlm and munge when missing)
+#   tsan       the control plane's threads (store, TCP store, heartbeat, status server, op queue,
+#              timeline) under ThreadSanitizer, built apart in build/tsan-control
+#              (scripts/sanitize.sh control)
 #   fuzz       the libFuzzer targets of fuzz/ (clang, ASan+UBSan), 15 s each (scripts/fuzz.sh)
 # A tier whose requirements are missing is reported as not run; it never counts as passed.
 #   scripts/test.sh [extra ctest args]      e.g. -R Config
@@ -36,6 +39,12 @@ else
   labels+="|netem|slurm"
 fi
 ctest --test-dir build/release -L "^($labels)\$" --output-on-failure -j "${THINWIRE_TEST_JOBS:-2}" "$@"
+# The tsan tier (a whole-suite run only, not with extra ctest arguments): the torch-free control
+# plane and its unit tests built with -fsanitize=thread; any report fails the run. The whole tree
+# under TSan and ASan+UBSan (scripts/sanitize.sh tsan|asan) takes hours on 2 cores: by hand.
+if (($# == 0)); then
+  scripts/sanitize.sh control
+fi
 # The fuzz tier (a whole-suite run only, not with extra ctest arguments): every libFuzzer target
 # for THINWIRE_FUZZ_SECONDS (default 15) from its seeds, with ASan+UBSan (scripts/fuzz.sh).
 if (($# == 0)); then
