@@ -10,32 +10,22 @@ validation text given the training text (the first run's summary `text.xz_bits_p
 and 0.85 times that. Needs matplotlib (Debian: python3-matplotlib). Exits non-zero with a
 message when a file is missing or has no training records.
 """
-import json
 import math
 import sys
+
+from metrics_jsonl import read_records
 
 
 def load(path):
     train, evals, summary = [], [], None
-    try:
-        with open(path) as f:
-            for number, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    sys.exit(f"plot_lm.py: {path}:{number}: not JSON ({e})")
-                kind = record.get("kind")
-                if kind == "train":
-                    train.append((record["step"], record["loss"]))
-                elif kind == "eval" and "bits_per_byte" in record:
-                    evals.append((record["step"], record["bits_per_byte"]))
-                elif kind == "summary":
-                    summary = record
-    except OSError as e:
-        sys.exit(f"plot_lm.py: cannot read {path}: {e.strerror}")
+    for record in read_records(path, "plot_lm.py"):
+        kind = record.get("kind")
+        if kind == "train":
+            train.append((record["step"], record["loss"]))
+        elif kind == "eval" and "bits_per_byte" in record:
+            evals.append((record["step"], record["bits_per_byte"]))
+        elif kind == "summary":
+            summary = record
     if not train:
         sys.exit(f"plot_lm.py: {path} has no training records")
     return train, evals, summary

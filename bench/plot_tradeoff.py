@@ -12,24 +12,13 @@ so a group that sits below and left of another sends fewer bytes at lower loss. 
 (Debian: python3-matplotlib). Exits non-zero with a message when a file is missing, has no
 summary, or logged no training record at or after STEP.
 """
-import json
 import sys
+
+from metrics_jsonl import read_records
 
 
 def load(path, start):
-    records = []
-    try:
-        with open(path) as f:
-            for number, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    sys.exit(f"plot_tradeoff.py: {path}:{number}: not JSON ({e})")
-    except OSError as e:
-        sys.exit(f"plot_tradeoff.py: cannot read {path}: {e.strerror}")
+    records = read_records(path, "plot_tradeoff.py")
     summary = next((r for r in records if r.get("kind") == "summary"), None)
     if summary is None:
         sys.exit(f"plot_tradeoff.py: {path} has no summary record (did the run finish?)")
