@@ -1,4 +1,4 @@
-"""Reading a run's metrics.jsonl (one JSON record per line, README "Metrics") for bench/ scripts.
+"""Reading a run's metrics.jsonl (one JSON record per line, README "Using it") for bench/ scripts.
 
 read_records(path, program) returns the records in file order, skipping blank lines. A file
 that cannot be read or a line that is not JSON ends the program with a message naming `program`,
