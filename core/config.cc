@@ -467,8 +467,10 @@ std::vector<KeySpec> buildSchema() {
   s.push_back(KeySpec(
                   "comm.store_host", [](Config& c) -> FieldRef { return &c.comm.storeHost; },
                   "IP address rank 0's rendezvous store listens on and the other ranks connect "
-                  "to; `auto`: 127.0.0.1 when all ranks share one host, else rank 0's host name "
-                  "(listening on every interface).")
+                  "to; `auto`: 127.0.0.1 when all ranks share one host, else (listening on "
+                  "every interface) the address of `launch.tcp_interface` when set, else with "
+                  "`comm.backend: tcp` the host of THINWIRE_STORE (rank 0 serves the job's "
+                  "rendezvous there), else rank 0's host name.")
                   .oneOf({"auto"})
                   .orOther("<IP address>"));
   s.push_back(KeySpec(

@@ -16,6 +16,7 @@
 #include "comm/store.h"
 #include "comm/tcp/status_server.h"
 #include "comm/tcp/tcp_store.h"
+#include "comm/world_info.h"
 
 namespace thinwire::core {
 namespace {
@@ -86,6 +87,12 @@ ControlPlaneOptions controlPlaneOptions(const Config& config,
   options.onPeerFailure = std::move(onPeerFailure);
   options.storeHost = config.comm.storeHost;
   options.storeInterface = config.launch.tcpInterface;
+  if (config.comm.backend == "tcp") {
+    // Rank 0 serves the rendezvous store on its own host (docs/launch.md): the address every rank
+    // connected to is one they can reach rank 0 at, where a host name may resolve differently.
+    const std::string address = comm::WorldInfo::fromEnvironment().storeAddress;
+    if (!address.empty()) options.rendezvousHost = address.substr(0, address.rfind(':'));
+  }
   options.ranksOnThisHost = ranksOnThisHost;
   options.connectTimeout = milliseconds(static_cast<int64_t>(config.comm.timeoutS * 1000));
   if (!config.comm.timeline.empty()) {
@@ -147,7 +154,9 @@ void ControlPlane::startWatchdog(Logger& log) {
       listenHost = "0.0.0.0";
       const std::string onInterface =
           options_.storeInterface.empty() ? "" : interfaceAddress(options_.storeInterface);
-      connectHost = onInterface.empty() ? thisHostName() : onInterface;
+      connectHost = !onInterface.empty()                  ? onInterface
+                    : !options_.rendezvousHost.empty() ? options_.rendezvousHost
+                                                       : thisHostName();
     }
     storeServer_ = std::make_unique<comm::TcpStoreServer>(
         comm::TcpStoreServerOptions{.host = listenHost, .port = 0});

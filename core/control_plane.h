@@ -62,6 +62,10 @@ struct ControlPlaneOptions {
   // With storeHost "auto" on several hosts: the interface whose IPv4 address rank 0 announces
   // (launch.tcp_interface, the one MPI uses); empty: rank 0's host name.
   std::string storeInterface;
+  // With storeHost "auto" on several hosts and no storeInterface: the host of the job's
+  // rendezvous store (THINWIRE_STORE, comm.backend tcp), which rank 0 serves and every rank has
+  // already reached; empty: rank 0's host name.
+  std::string rendezvousHost;
   int ranksOnThisHost = 1;
   std::chrono::milliseconds connectTimeout{std::chrono::seconds(60)};
   // Timeline: "" off; else each rank writes "<path without .json>.rank<r>.json" and rank 0

@@ -11,6 +11,11 @@
 #   shaping_is_applied             tbf of the requested rate on both directions of every port, and
 #                                  on the shared fabric's loopback
 #   refuses_without_root           an unprivileged user gets a clear message and exit status 2
+#   tcp_multihost_matches_single_host  comm.backend tcp, no MPI: 4 plain `thinwire train`
+#                                  processes, one per host namespace, meet through the store on
+#                                  host 1 and each must pick its own eth0 address to listen on; the
+#                                  checkpoint after 8 steps must equal the same 4 processes on one
+#                                  host byte for byte
 set -euo pipefail
 case_name=$1
 thinwire=$2
@@ -135,6 +140,56 @@ case $case_name in
       grep -q "needs root" "$work/err" || fail "$script did not say it needs root: $(cat "$work/err")"
     done
     echo "PASS: unprivileged runs are refused with a message" ;;
+
+  tcp_multihost_matches_single_host)
+    before=$(network_objects)
+    # `thinwire train` per rank with the variables srun would set; the job minus launch's -n 4.
+    train=(train "${job[0]}" "${job[@]:3}" --set comm.backend=tcp --set comm.timeout_s=60)
+    port=$((29500 + $$ % 1000))
+    pids=()
+    for rank in 0 1 2 3; do
+      SLURM_PROCID=$rank SLURM_NTASKS=4 SLURM_LOCALID=$rank SLURM_NTASKS_PER_NODE=4 \
+        THINWIRE_STORE=127.0.0.1:$port timeout 300 "$thinwire" "${train[@]}" \
+        --set "run.output_dir=$work/single" >"$work/single.$rank.log" 2>&1 &
+      pids+=($!)
+    done
+    for rank in 0 1 2 3; do
+      wait "${pids[$rank]}" || { cat "$work/single.$rank.log"; fail "single-host rank $rank failed"; }
+    done
+    # One rank per host namespace, started with `ip netns exec` (no launcher in between); the
+    # store is on host 1 (10.77.0.1), where rank 0 runs.
+    timeout 300 bench/netem/per_host.sh --hosts 4 --rate 200mbit -- bash -c '
+      thinwire=$1 work=$2 port=$3
+      shift 3
+      read -r -a namespaces <<<"$TW_NETEM_NAMESPACES"
+      read -r -a addrs <<<"$TW_NETEM_ADDRS"
+      pids=()
+      for rank in 0 1 2 3; do
+        ip netns exec "${namespaces[$rank]}" env SLURM_PROCID=$rank SLURM_NTASKS=4 SLURM_LOCALID=0 \
+          SLURM_NODEID=$rank SLURM_NTASKS_PER_NODE=1 THINWIRE_STORE=${addrs[0]}:$port \
+          timeout 240 "$thinwire" "$@" --set "run.output_dir=$work/multi" >"$work/multi.$rank.log" 2>&1 &
+        pids+=($!)
+      done
+      rc=0
+      for rank in 0 1 2 3; do
+        wait "${pids[$rank]}" || { echo "rank $rank on ${addrs[$rank]} failed:"; cat "$work/multi.$rank.log"; rc=1; }
+      done
+      exit $rc
+    ' _ "$thinwire" "$work" "$port" "${train[@]}" >"$work/multi.log" 2>&1 ||
+      { cat "$work/multi.log"; fail "the 4-host tcp run failed"; }
+    grep -q "4 ranks (tcp)" "$work/multi.0.log" || { cat "$work/multi.0.log"; fail "rank 0 did not report 4 tcp ranks"; }
+    single=$work/single/netem/checkpoints/step-00000008
+    multi=$work/multi/netem/checkpoints/step-00000008
+    for file in shared.twc rank-0000.twc rank-0001.twc rank-0002.twc rank-0003.twc; do
+      [[ -s $single/$file && -s $multi/$file ]] || fail "checkpoint file $file missing"
+      cmp "$single/$file" "$multi/$file" || fail "$file differs between the 1-host and the 4-host tcp run"
+    done
+    single_losses=$(grep '"kind":"train"' "$work/single/netem/metrics.jsonl" | sed 's/.*"loss":\([^,]*\).*/\1/')
+    multi_losses=$(grep '"kind":"train"' "$work/multi/netem/metrics.jsonl" | sed 's/.*"loss":\([^,]*\).*/\1/')
+    [[ -n $single_losses && $single_losses == "$multi_losses" ]] ||
+      fail "training losses differ: [$single_losses] vs [$multi_losses]"
+    expect_no_leftovers "$before"
+    echo "PASS: 4-host tcp checkpoint is byte-identical to the 1-host one; losses: $(echo $multi_losses)" ;;
 
   *) fail "unknown case '$case_name'" ;;
 esac
