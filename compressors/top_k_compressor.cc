@@ -582,6 +582,9 @@ void TopKCompressor::emit(float* residual, int64_t numel, Payload& out) {
     out.data = at::empty({bytes}, at::kByte);
   }
   out.numel = numel;
+  // Nothing kept (every element zero or NaN): an empty payload, whose data pointer is null, and
+  // memcpy with a null pointer is undefined even for 0 bytes.
+  if (count == 0) return;
   uint8_t* data = out.data.data_ptr<uint8_t>();
   std::memcpy(data, selected_.data(), count * sizeof(int32_t));
   uint8_t* valueData = data + count * sizeof(int32_t);
