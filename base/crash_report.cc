@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
 
 namespace thinwire {
@@ -16,8 +17,12 @@ namespace {
 // place thinwire keeps any: written before the crash by installCrashReport/setCrashContext, read
 // by the handler. No allocation happens in the handler.
 constexpr size_t kTextBytes = 200;
-std::array<char, kTextBytes + 1> gProgram{};
-std::array<char, kTextBytes + 1> gContext{};
+std::array<char, kTextBytes + 1> gProgram{};  // written once, by installCrashReport
+// Written by setCrashContext from any thread (with ranks as threads, from several at once):
+// relaxed atomic characters, so concurrent writers and the handler never race; two writers at
+// once can only interleave their text.
+std::array<std::atomic<char>, kTextBytes + 1> gContext{};
+static_assert(std::atomic<char>::is_always_lock_free, "the signal handler reads gContext");
 constexpr int kSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
 
 void copyText(std::array<char, kTextBytes + 1>& into, std::string_view text) {
@@ -58,9 +63,16 @@ void onFatalSignal(int signal) {
   writeText(gProgram.data());
   writeText(": killed by ");
   writeText(signalName(signal));
-  if (gContext[0] != '\0') {
+  char context[kTextBytes + 1];
+  size_t length = 0;
+  while (length < kTextBytes &&
+         (context[length] = gContext[length].load(std::memory_order_relaxed)) != '\0') {
+    ++length;
+  }
+  context[length] = '\0';
+  if (length > 0) {
     writeText(" while ");
-    writeText(gContext.data());
+    writeText(context);
   }
   writeText("; native stack:\n");
   void* frames[64];
@@ -89,6 +101,10 @@ void installCrashReport(std::string_view program) {
   for (int signal : kSignals) ::sigaction(signal, &action, nullptr);
 }
 
-void setCrashContext(std::string_view context) { copyText(gContext, context); }
+void setCrashContext(std::string_view context) {
+  const size_t n = std::min(context.size(), kTextBytes);
+  for (size_t i = 0; i < n; ++i) gContext[i].store(context[i], std::memory_order_relaxed);
+  gContext[n].store('\0', std::memory_order_relaxed);
+}
 
 }  // namespace thinwire

@@ -9,8 +9,9 @@
 // Without it a crashed rank leaves only "rc 139" and the launcher's "exited on signal 11".
 //
 // Threading: installCrashReport() once, early in main (not thread-safe against itself);
-// setCrashContext() from any thread at any time: it copies into a fixed buffer that the handler
-// reads, and a torn read can only garble that one line. The handler itself uses only
+// setCrashContext() from any thread at any time: it stores into a fixed buffer of relaxed atomic
+// characters that the handler reads, so there is no data race; two threads setting it at once
+// (ranks as threads) can only garble that one line. The handler itself uses only
 // async-signal-safe calls, plus backtrace(), whose first (allocating) call is made at install.
 //
 // Example:
