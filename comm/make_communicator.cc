@@ -52,12 +52,32 @@ std::string addressTowards(const std::string& host, uint16_t port) {
   return ec ? "" : local.to_string();
 }
 
+// The job's rendezvous store at `address` (HOST:PORT): rank 0 serves it, on HOST when that is an
+// IP address, else on every interface; the server lives as long as the returned value.
+struct Rendezvous {
+  std::unique_ptr<TcpStoreServer> server;  // rank 0 only
+  std::string host;
+  uint16_t port = 0;
+};
+
+Rendezvous openRendezvous(int rank, const std::string& address) {
+  Rendezvous rendezvous;
+  const size_t colon = address.rfind(':');
+  rendezvous.host = address.substr(0, colon);
+  rendezvous.port = static_cast<uint16_t>(std::stoi(address.substr(colon + 1)));
+  if (rank == 0) {
+    rendezvous.server = std::make_unique<TcpStoreServer>(TcpStoreServerOptions{
+        .host = isIpAddress(rendezvous.host) ? rendezvous.host : "0.0.0.0",
+        .port = rendezvous.port});
+  }
+  return rendezvous;
+}
+
 // See makeCommunicator's contract in the header.
 std::unique_ptr<Communicator> makeTcpCommunicator(const CommunicatorOptions& options) {
   const WorldInfo world = WorldInfo::fromEnvironment();
-  std::string storeAddress = world.storeAddress;
-  std::unique_ptr<TcpStoreServer> server;
-  if (storeAddress.empty()) {
+  Rendezvous rendezvous;
+  if (world.storeAddress.empty()) {
     if (world.worldSize > 1) {
       TW_THROW(ConfigError, "comm.backend tcp: rank ", world.rank, " of ", world.worldSize,
                " has no rendezvous store; set THINWIRE_STORE=HOST:PORT (or MASTER_ADDR and "
@@ -66,16 +86,14 @@ std::unique_ptr<Communicator> makeTcpCommunicator(const CommunicatorOptions& opt
                "SLURM_NTASKS, which srun sets, or OMPI_COMM_WORLD_RANK and _SIZE)");
     }
     // One rank talks to nobody: a private loopback store satisfies the rendezvous.
-    server = std::make_unique<TcpStoreServer>(TcpStoreServerOptions{});
-    storeAddress = "127.0.0.1:" + std::to_string(server->port());
+    rendezvous.server = std::make_unique<TcpStoreServer>(TcpStoreServerOptions{});
+    rendezvous.host = "127.0.0.1";
+    rendezvous.port = rendezvous.server->port();
+  } else {
+    rendezvous = openRendezvous(world.rank, world.storeAddress);
   }
-  const size_t colon = storeAddress.rfind(':');
-  const std::string host = storeAddress.substr(0, colon);
-  const auto port = static_cast<uint16_t>(std::stoi(storeAddress.substr(colon + 1)));
-  if (world.rank == 0 && !server) {
-    server = std::make_unique<TcpStoreServer>(
-        TcpStoreServerOptions{.host = isIpAddress(host) ? host : "0.0.0.0", .port = port});
-  }
+  const std::string& host = rendezvous.host;
+  const uint16_t port = rendezvous.port;
   TcpCommunicatorOptions tcp{.rank = world.rank,
                              .worldSize = world.worldSize,
                              .timeout = options.timeout,
@@ -143,6 +161,16 @@ std::unique_ptr<Communicator> makeCommunicator(const CommunicatorOptions& option
       NcclCommunicatorOptions nccl{.device = world.localRank % devices, .timeout = options.timeout};
       // A single process needs no rendezvous (and no MPI library at run time).
       if (world.worldSize == 1) return std::make_unique<NcclCommunicator>(nccl);
+      if (!world.storeAddress.empty()) {
+        // No MPI needed: the NCCL id goes through the job's rendezvous store (THINWIRE_STORE,
+        // or MASTER_ADDR and MASTER_PORT), which rank 0 serves. ncclCommInitRank returns on no
+        // rank before every rank has joined, so every rank has read the id before rank 0's
+        // server goes away with this frame.
+        Rendezvous rendezvous = openRendezvous(world.rank, world.storeAddress);
+        TcpStore store(TcpStoreOptions{
+            .host = rendezvous.host, .port = rendezvous.port, .connectTimeout = options.timeout});
+        return std::make_unique<NcclCommunicator>(store, world.rank, world.worldSize, nccl);
+      }
       return std::make_unique<NcclCommunicator>(
           std::make_unique<MpiCommunicator>(std::make_shared<MpiEnvironment>()), nccl);
 #else
