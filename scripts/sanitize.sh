@@ -2,7 +2,7 @@
 # Builds the test suite with a sanitizer and runs its tiers under it (docs/reliability.md,
 # "Sanitizer builds"):
 #   asan  AddressSanitizer + LeakSanitizer + UndefinedBehaviorSanitizer (preset asan, build/asan):
-#         the whole tree, tiers unit, multirank and mpi
+#         the whole tree, tiers unit, multirank, mpi and fault
 #   tsan  ThreadSanitizer (preset tsan, build/tsan): the binaries whose tests run threads —
 #         base_tests (timeline), comm_tests (tcp store, heartbeat, status server),
 #         comm_multirank_tests and core_multirank_tests (threads as ranks); tiers unit, multirank
@@ -73,8 +73,8 @@ if [[ $kind == asan ]]; then
   # neither they nor libmpi keep frame pointers: with the fast unwinder their leak stacks hold no
   # library frame to suppress by. The DWARF unwinder (slower on every malloc) finds libmpi.
   ASAN_OPTIONS+=:fast_unwind_on_malloc=0
-  echo "sanitize.sh: ASAN_OPTIONS=$ASAN_OPTIONS ctest -L '^mpi\$' ${ctest_args[*]} $*"
-  ctest -L '^mpi$' "${ctest_args[@]}" "$@" || rc=1
+  echo "sanitize.sh: ASAN_OPTIONS=$ASAN_OPTIONS ctest -L '^(mpi|fault)\$' ${ctest_args[*]} $*"
+  ctest -L '^(mpi|fault)$' "${ctest_args[@]}" "$@" || rc=1
 elif [[ $kind == control ]]; then
   export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1$(supp tsan)
   echo "sanitize.sh: TSAN_OPTIONS=$TSAN_OPTIONS ctest -L '^tsan\$' ${ctest_args[*]} $*"
