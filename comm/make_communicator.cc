@@ -66,9 +66,9 @@ Rendezvous openRendezvous(int rank, const std::string& address) {
   rendezvous.host = address.substr(0, colon);
   rendezvous.port = static_cast<uint16_t>(std::stoi(address.substr(colon + 1)));
   if (rank == 0) {
-    rendezvous.server = std::make_unique<TcpStoreServer>(TcpStoreServerOptions{
-        .host = isIpAddress(rendezvous.host) ? rendezvous.host : "0.0.0.0",
-        .port = rendezvous.port});
+    rendezvous.server = std::make_unique<TcpStoreServer>(
+        TcpStoreServerOptions{.host = isIpAddress(rendezvous.host) ? rendezvous.host : "0.0.0.0",
+                              .port = rendezvous.port});
   }
   return rendezvous;
 }

@@ -32,8 +32,8 @@ struct CommunicatorOptions {
     kMpi,    // one rank per process, over MPI_COMM_WORLD (launched by mpirun or srun)
     kLocal,  // a single-rank local world: runs without MPI or a launcher
     kNccl,   // NCCL over the CUDA device localRank % devices (THINWIRE_WITH_CUDA builds only);
-             // with several ranks the id travels through the rendezvous store at
-             // WorldInfo::storeAddress when one is set (THINWIRE_STORE; no MPI needed), else over MPI
+             // several ranks exchange the id through the rendezvous store at
+             // WorldInfo::storeAddress when set (THINWIRE_STORE, no MPI needed), else over MPI
     kTcp,    // one rank per process over TCP sockets, no MPI: bootstrapped through a rendezvous
              // store at WorldInfo::storeAddress (THINWIRE_STORE), any launcher (srun, by hand)
   };

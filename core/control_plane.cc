@@ -154,7 +154,7 @@ void ControlPlane::startWatchdog(Logger& log) {
       listenHost = "0.0.0.0";
       const std::string onInterface =
           options_.storeInterface.empty() ? "" : interfaceAddress(options_.storeInterface);
-      connectHost = !onInterface.empty()                  ? onInterface
+      connectHost = !onInterface.empty()               ? onInterface
                     : !options_.rendezvousHost.empty() ? options_.rendezvousHost
                                                        : thisHostName();
     }
