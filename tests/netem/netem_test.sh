@@ -44,6 +44,22 @@ expect_no_leftovers() {
   [[ $after == "$before" ]] || fail "network objects left behind: before [$before] after [$after]"
 }
 
+# expect_same_run WHAT: the step-8 checkpoints of the job under $work/single and $work/multi are
+# byte-identical, file by file, and so are their logged training losses (left in multi_losses).
+expect_same_run() {
+  local what=$1 file single_losses
+  local single=$work/single/netem/checkpoints/step-00000008
+  local multi=$work/multi/netem/checkpoints/step-00000008
+  for file in shared.twc rank-0000.twc rank-0001.twc rank-0002.twc rank-0003.twc; do
+    [[ -s $single/$file && -s $multi/$file ]] || fail "checkpoint file $file missing"
+    cmp "$single/$file" "$multi/$file" || fail "$file differs between the 1-host and the $what run"
+  done
+  single_losses=$(grep '"kind":"train"' "$work/single/netem/metrics.jsonl" | sed 's/.*"loss":\([^,]*\).*/\1/')
+  multi_losses=$(grep '"kind":"train"' "$work/multi/netem/metrics.jsonl" | sed 's/.*"loss":\([^,]*\).*/\1/')
+  [[ -n $single_losses && $single_losses == "$multi_losses" ]] ||
+    fail "training losses differ: [$single_losses] vs [$multi_losses]"
+}
+
 job=(examples/fmnist_mlp.yaml -n 4 --set train.steps=8 --set optim.schedule.warmup_steps=2
   --set model.hidden=[256] --set run.log_every=2 --set train.eval_every=0 --set train.checkpoint_every=0
   --set train.resume=never --set run.progress=false --set run.name=netem
@@ -65,17 +81,7 @@ case $case_name in
       { cat "$work/multi.log"; fail "the 4-host run failed"; }
     cat "$work/multi.log"
     grep -q -- "--hostfile" "$work/multi.log" || fail "the 4-host run did not use a hostfile"
-    single=$work/single/netem/checkpoints/step-00000008
-    multi=$work/multi/netem/checkpoints/step-00000008
-    for file in shared.twc rank-0000.twc rank-0001.twc rank-0002.twc rank-0003.twc; do
-      [[ -s $single/$file && -s $multi/$file ]] || fail "checkpoint file $file missing"
-      cmp "$single/$file" "$multi/$file" || fail "$file differs between the 1-host and the 4-host run"
-    done
-    # The ranks really ran in four namespaces: every rank's host address appears in Open MPI's map.
-    single_losses=$(grep '"kind":"train"' "$work/single/netem/metrics.jsonl" | sed 's/.*"loss":\([^,]*\).*/\1/')
-    multi_losses=$(grep '"kind":"train"' "$work/multi/netem/metrics.jsonl" | sed 's/.*"loss":\([^,]*\).*/\1/')
-    [[ -n $single_losses && $single_losses == "$multi_losses" ]] ||
-      fail "training losses differ: [$single_losses] vs [$multi_losses]"
+    expect_same_run "4-host"
     expect_no_leftovers "$before"
     echo "PASS: 4-host checkpoint is byte-identical to the 1-host one; losses: $(echo $multi_losses)" ;;
 
@@ -178,16 +184,7 @@ case $case_name in
     ' _ "$thinwire" "$work" "$port" "${train[@]}" >"$work/multi.log" 2>&1 ||
       { cat "$work/multi.log"; fail "the 4-host tcp run failed"; }
     grep -q "4 ranks (tcp)" "$work/multi.0.log" || { cat "$work/multi.0.log"; fail "rank 0 did not report 4 tcp ranks"; }
-    single=$work/single/netem/checkpoints/step-00000008
-    multi=$work/multi/netem/checkpoints/step-00000008
-    for file in shared.twc rank-0000.twc rank-0001.twc rank-0002.twc rank-0003.twc; do
-      [[ -s $single/$file && -s $multi/$file ]] || fail "checkpoint file $file missing"
-      cmp "$single/$file" "$multi/$file" || fail "$file differs between the 1-host and the 4-host tcp run"
-    done
-    single_losses=$(grep '"kind":"train"' "$work/single/netem/metrics.jsonl" | sed 's/.*"loss":\([^,]*\).*/\1/')
-    multi_losses=$(grep '"kind":"train"' "$work/multi/netem/metrics.jsonl" | sed 's/.*"loss":\([^,]*\).*/\1/')
-    [[ -n $single_losses && $single_losses == "$multi_losses" ]] ||
-      fail "training losses differ: [$single_losses] vs [$multi_losses]"
+    expect_same_run "4-host tcp"
     expect_no_leftovers "$before"
     echo "PASS: 4-host tcp checkpoint is byte-identical to the 1-host one; losses: $(echo $multi_losses)" ;;
 
