@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "base/error.h"
+
 namespace thinwire {
 
 std::string jsonQuote(const std::string& text) {
@@ -34,6 +36,18 @@ std::string jsonQuote(const std::string& text) {
     }
   }
   return out + "\"";
+}
+
+std::pair<std::string, uint16_t> parseHostPort(const std::string& address,
+                                               const std::string& what) {
+  const size_t colon = address.rfind(':');
+  TW_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < address.size(), what,
+           " must be HOST:PORT, got '", address, "'");
+  const std::string portText = address.substr(colon + 1);
+  const bool digits = portText.find_first_not_of("0123456789") == std::string::npos;
+  TW_CHECK(digits && portText.size() <= 5 && std::stol(portText) <= 65535, what,
+           " must be HOST:PORT with a port in 0..65535, got '", address, "'");
+  return {address.substr(0, colon), static_cast<uint16_t>(std::stol(portText))};
 }
 
 }  // namespace thinwire

@@ -3,8 +3,10 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/host_name.hpp>
 #include <boost/asio/ip/udp.hpp>
+#include <tuple>
 
 #include "base/error.h"
+#include "base/text.h"
 #include "comm/local/local_communicator.h"
 #include "comm/mpi/mpi_communicator.h"
 #include "comm/mpi/mpi_environment.h"
@@ -62,9 +64,7 @@ struct Rendezvous {
 
 Rendezvous openRendezvous(int rank, const std::string& address) {
   Rendezvous rendezvous;
-  const size_t colon = address.rfind(':');
-  rendezvous.host = address.substr(0, colon);
-  rendezvous.port = static_cast<uint16_t>(std::stoi(address.substr(colon + 1)));
+  std::tie(rendezvous.host, rendezvous.port) = parseHostPort(address, "the rendezvous store");
   if (rank == 0) {
     rendezvous.server = std::make_unique<TcpStoreServer>(
         TcpStoreServerOptions{.host = isIpAddress(rendezvous.host) ? rendezvous.host : "0.0.0.0",

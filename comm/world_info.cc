@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/text.h"
 
 namespace thinwire::comm {
 namespace {
@@ -70,11 +71,10 @@ void validate(const WorldInfo& info) {
 
 // "HOST:PORT" with a non-empty host and a port in 1..65535 (the last ':' splits them).
 std::string checkedStoreAddress(const char* name, const std::string& address) {
-  const size_t colon = address.rfind(':');
-  TW_CHECK(colon != std::string::npos && colon > 0, name, "='", address,
-           "' is not HOST:PORT (the tcp backend's rendezvous store, served by rank 0)");
-  const int port = parseNonNegative(name, address.substr(colon + 1));
-  TW_CHECK(port >= 1 && port <= 65535, name, "='", address, "': the port must be in 1..65535");
+  const uint16_t port =
+      parseHostPort(address, std::string(name) + " (the rendezvous store, served by rank 0)")
+          .second;
+  TW_CHECK(port >= 1, name, "='", address, "': the port must be in 1..65535");
   return address;
 }
 

@@ -1400,10 +1400,9 @@ struct Parser {
                formatDouble(c.comm.heartbeatS));
     }
     if (!c.comm.status.empty()) {
-      const size_t colon = c.comm.status.rfind(':');
-      const std::string port = colon == std::string::npos ? "" : c.comm.status.substr(colon + 1);
-      if (colon == 0 || port.empty() || port.size() > 5 ||
-          port.find_first_not_of("0123456789") != std::string::npos || std::stol(port) > 65535) {
+      try {
+        parseHostPort(c.comm.status, "comm.status");
+      } catch (const InvalidArgument&) {
         fail(originOf("comm.status"), "comm.status",
              "must be HOST:PORT with a port in 0..65535, got '" + c.comm.status + "'");
       }

@@ -12,6 +12,7 @@
 
 #include "base/crash_report.h"
 #include "base/error.h"
+#include "base/text.h"
 #include "comm/heartbeat.h"
 #include "comm/store.h"
 #include "comm/tcp/status_server.h"
@@ -51,19 +52,6 @@ std::string interfaceAddress(const std::string& name) {
 
 }  // namespace
 
-std::pair<std::string, uint16_t> parseHostPort(const std::string& address,
-                                               const std::string& what) {
-  const size_t colon = address.rfind(':');
-  TW_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < address.size(), what,
-           " must be HOST:PORT, got '", address, "'");
-  const std::string portText = address.substr(colon + 1);
-  TW_CHECK(portText.find_first_not_of("0123456789") == std::string::npos && portText.size() <= 5,
-           what, " must be HOST:PORT with a port in 0..65535, got '", address, "'");
-  const long port = std::stol(portText);
-  TW_CHECK(port <= 65535, what, " must be HOST:PORT with a port in 0..65535, got '", address, "'");
-  return {address.substr(0, colon), static_cast<uint16_t>(port)};
-}
-
 JsonRecord statusRecord(const Config& config,
                         int worldSize,
                         const std::string& state,
@@ -91,7 +79,8 @@ ControlPlaneOptions controlPlaneOptions(const Config& config,
     // Rank 0 serves the rendezvous store on its own host (docs/launch.md): the address every rank
     // connected to is one they can reach rank 0 at, where a host name may resolve differently.
     const std::string address = comm::WorldInfo::fromEnvironment().storeAddress;
-    if (!address.empty()) options.rendezvousHost = address.substr(0, address.rfind(':'));
+    if (!address.empty())
+      options.rendezvousHost = parseHostPort(address, "the store address").first;
   }
   options.ranksOnThisHost = ranksOnThisHost;
   options.connectTimeout = milliseconds(static_cast<int64_t>(config.comm.timeoutS * 1000));

@@ -122,10 +122,6 @@ class ControlPlane {
   bool finished_ = false;
 };
 
-// Splits "HOST:PORT" (the last ':'; IPv6 in brackets is not supported). InvalidArgument naming
-// `what` for a missing host or a port outside 0..65535.
-std::pair<std::string, uint16_t> parseHostPort(const std::string& address, const std::string& what);
-
 // The status document rank 0 serves: {"run": name, "state": "training"|"finished", "ranks": n,
 // "total_steps": train.steps, "metrics": <the latest metrics record>}.
 JsonRecord statusRecord(const Config& config,

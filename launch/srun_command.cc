@@ -1,6 +1,7 @@
 #include "launch/srun_command.h"
 
 #include "base/error.h"
+#include "base/text.h"
 
 namespace thinwire::launch {
 namespace {
@@ -27,11 +28,9 @@ std::vector<std::string> srunCommand(const core::Config& config, const SrunReque
   // The tcp backend meets through its store, not through MPI (srun_command.h).
   const bool tcp = config.comm.backend == "tcp";
   if (tcp) {
-    const size_t colon = request.storeAddress.rfind(':');
-    TW_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < request.storeAddress.size(),
-             "comm.backend tcp under srun needs the store address HOST:PORT (HOST = the "
-             "allocation's first node), got '",
-             request.storeAddress, "'");
+    parseHostPort(request.storeAddress,
+                  "comm.backend tcp under srun: the store address (HOST = the allocation's first "
+                  "node)");
   }
 
   std::vector<std::string> argv = {"srun"};

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "base/error.h"
+#include "base/text.h"
 #include "comm/tcp/listen.h"
 
 namespace thinwire::comm {
@@ -160,13 +161,8 @@ void StatusServer::publish(std::string json) { impl_->publish(std::move(json)); 
 void StatusServer::stop() { impl_->stop(); }
 
 std::string fetchStatus(const std::string& address, std::chrono::milliseconds timeout) {
-  const size_t colon = address.rfind(':');
-  TW_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < address.size(),
-           "status address must be HOST:PORT, got '", address, "'");
-  const std::string host = address.substr(0, colon);
-  const std::string port = address.substr(colon + 1);
-  TW_CHECK(port.find_first_not_of("0123456789") == std::string::npos && port.size() <= 5,
-           "status address must be HOST:PORT with a numeric port, got '", address, "'");
+  const auto [host, portNumber] = parseHostPort(address, "status address");
+  const std::string port = std::to_string(portNumber);
 
   asio::io_context io;
   tcp::socket socket(io);

@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/text.h"
 #include "comm/collective_checks.h"
 #include "comm/rank_order_reduce.h"
 #include "comm/tcp/listen.h"
@@ -92,10 +93,8 @@ std::vector<int64_t> balancedCounts(int64_t length, int n) {
 }
 
 std::pair<std::string, std::string> splitHostPort(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  TW_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < address.size(),
-           "TcpCommunicator: malformed peer address '", address, "', expected host:port");
-  return {address.substr(0, colon), address.substr(colon + 1)};
+  const auto [host, port] = parseHostPort(address, "TcpCommunicator: a peer's address");
+  return {host, std::to_string(port)};
 }
 
 }  // namespace

@@ -1,6 +1,5 @@
-// Unit tests of the control-plane wiring: the comm.* / train.nonfinite keys, HOST:PORT parsing,
-// the options the keys give, the non-finite helpers, and a one-rank ControlPlane's timeline and
-// status endpoint.
+// Unit tests of the control-plane wiring: the comm.* / train.nonfinite keys, the options the keys
+// give, the non-finite helpers, and a one-rank ControlPlane's timeline and status endpoint.
 #include "core/control_plane.h"
 
 #include <ATen/ATen.h>
@@ -49,14 +48,6 @@ TEST(ControlPlaneConfigTest, BadValuesNameTheKey) {
     const std::string what = error(std::string("comm:\n  status: '") + bad + "'\n");
     EXPECT_NE(what.find("comm.status"), std::string::npos) << bad << ": " << what;
   }
-}
-
-TEST(ControlPlaneTest, ParsesHostAndPort) {
-  EXPECT_EQ(parseHostPort("127.0.0.1:8080", "x"),
-            std::make_pair(std::string("127.0.0.1"), uint16_t{8080}));
-  EXPECT_EQ(parseHostPort("node-3:0", "x").second, 0);
-  EXPECT_THROW(parseHostPort("node-3", "x"), InvalidArgument);
-  EXPECT_THROW(parseHostPort("node-3:65536", "x"), InvalidArgument);
 }
 
 TEST(ControlPlaneTest, OptionsFollowTheKeys) {
