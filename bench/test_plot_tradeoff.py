@@ -22,7 +22,7 @@ import plot_tradeoff  # noqa: E402  (the module under test)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def write_run(directory, name, steps, bytes_per_step, loss, summary=True):
+def write_run(directory, name, steps, bytes_per_step, loss, summary=True, accuracy=None):
     """A run that sends bytes_per_step[s] at step s (1-based), logged every 10 steps."""
     path = os.path.join(directory, name + ".jsonl")
     total = 0
@@ -33,8 +33,11 @@ def write_run(directory, name, steps, bytes_per_step, loss, summary=True):
                 f.write(json.dumps({"kind": "train", "step": step, "loss": 3.0,
                                     "bytes_sent": total}) + "\n")
         if summary:
-            f.write(json.dumps({"kind": "summary", "steps": steps, "bytes_sent_per_rank": total,
-                                "final_test_loss": loss}) + "\n")
+            record = {"kind": "summary", "steps": steps, "bytes_sent_per_rank": total,
+                      "final_test_loss": loss}
+            if accuracy is not None:
+                record["final_test_accuracy"] = accuracy
+            f.write(json.dumps(record) + "\n")
     return path
 
 
@@ -64,6 +67,47 @@ class PlotTradeoffTest(unittest.TestCase):
                                  "g/x=" + path], capture_output=True, text=True)
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("no summary", result.stderr)
+
+    def test_several_runs_of_one_setting_are_averaged(self):
+        # Three seeds of one setting: different bytes and losses.
+        losses = [2.0, 2.3, 2.15]
+        rates = [100, 130, 160]
+        paths = [write_run(self.dir.name, f"s{i}", 100, lambda s, r=r: r, loss)
+                 for i, (r, loss) in enumerate(zip(rates, losses))]
+        point = plot_tradeoff.aggregate(paths, 0)
+        self.assertEqual(point["runs"], 3)
+        self.assertAlmostEqual(point["bytes"], sum(rates) / 3)
+        mean = sum(losses) / 3
+        self.assertAlmostEqual(point["y"], mean)
+        sd = (sum((x - mean) ** 2 for x in losses) / 2) ** 0.5
+        self.assertAlmostEqual(point["sd"], sd)
+        self.assertEqual((point["lo"], point["hi"]), (2.0, 2.3))
+        one = plot_tradeoff.aggregate(paths[:1], 0)
+        self.assertEqual((one["runs"], one["sd"], one["y"]), (1, 0.0, 2.0))
+
+    def test_another_summary_metric(self):
+        a = write_run(self.dir.name, "a", 100, lambda s: 10, 0.4, accuracy=0.87)
+        b = write_run(self.dir.name, "b", 100, lambda s: 10, 0.5, accuracy=0.85)
+        point = plot_tradeoff.aggregate([a, b], 0, "final_test_accuracy")
+        self.assertAlmostEqual(point["y"], 0.86)
+        c = write_run(self.dir.name, "c", 100, lambda s: 10, 0.5)  # no accuracy in its summary
+        with self.assertRaises(SystemExit):
+            plot_tradeoff.aggregate([a, c], 0, "final_test_accuracy")
+
+    def test_table_and_png_from_comma_separated_runs(self):
+        runs = [write_run(self.dir.name, f"u{i}", 100, lambda s: 200, 2.0 + i / 10) for i in range(3)]
+        lg = write_run(self.dir.name, "l", 100, lambda s: 50, 2.05)
+        out = os.path.join(self.dir.name, "o.png")
+        result = subprocess.run([sys.executable, "-B", SCRIPT, out, "uniform/1=" + ",".join(runs),
+                                 "L-GreCo/a=" + lg, "--table"], capture_output=True, text=True,
+                                check=True)
+        rows = [line for line in result.stdout.splitlines() if line.startswith("| uniform")
+                or line.startswith("| L-GreCo")]
+        self.assertEqual(len(rows), 2)
+        self.assertIn("| 3 | 200 | 2.1000 | 0.1000 | 2.0000 to 2.2000 |", rows[0])
+        self.assertIn("| 1 | 50 | 2.0500 | 0.0000 |", rows[1])
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(8), PNG_MAGIC)
 
     def test_writes_a_png(self):
         a = write_run(self.dir.name, "a", 100, lambda s: 100, 2.0)
