@@ -3,9 +3,6 @@
 // like the same job under mpirun with the MPI backend, and bit for bit like the tcp job started
 // by mpirun (where the tcp backend ignores MPI). A killed rank ends the others within the bound.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -17,6 +14,7 @@
 #include <vector>
 
 #include "tests/cli/run_process.h"
+#include "tests/testing/free_port.h"
 #include "tests/testing/temp_dir.h"
 
 namespace thinwire::testing {
@@ -24,23 +22,6 @@ namespace {
 
 constexpr int kRanks = 4;
 constexpr int kSteps = 20;
-
-// A loopback port that was free a moment ago (bound to port 0, then released).
-int freeLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  socklen_t length = sizeof(address);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    if (fd >= 0) ::close(fd);
-    return -1;
-  }
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
 
 // The "loss" field of every {"kind":"train",...} record, as written (text: compared exactly).
 std::vector<std::string> trainLosses(const std::string& file) {

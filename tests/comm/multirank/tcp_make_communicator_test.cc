@@ -3,10 +3,7 @@
 // so these run one rank per test (several ranks of one process would all read the same rank).
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <stdlib.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <map>
 #include <optional>
@@ -15,6 +12,7 @@
 #include "base/error.h"
 #include "comm/make_communicator.h"
 #include "comm/world_info.h"
+#include "tests/testing/free_port.h"
 
 namespace thinwire::comm {
 namespace {
@@ -55,21 +53,6 @@ std::map<std::string, std::optional<std::string>> bareProcess() {
     values[name] = std::nullopt;
   }
   return values;
-}
-
-int freeLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    if (fd >= 0) ::close(fd);
-    return -1;
-  }
-  ::close(fd);
-  return ntohs(address.sin_port);
 }
 
 TEST(TcpMakeCommunicatorTest, ParsesAndPrintsTheBackendName) {
@@ -131,7 +114,7 @@ TEST(TcpMakeCommunicatorTest, ASingleRankRunsWithOrWithoutAStoreAddress) {
   for (bool withStore : {false, true}) {
     if (withStore) {
       values["MASTER_ADDR"] = "127.0.0.1";
-      values["MASTER_PORT"] = std::to_string(freeLoopbackPort());
+      values["MASTER_PORT"] = std::to_string(thinwire::testing::freeLoopbackPort());
     }
     ScopedEnvironment environment(values);
     std::unique_ptr<Communicator> comm = makeCommunicator(
