@@ -108,7 +108,8 @@ def main(argv):
                         fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("bytes sent per step per rank" + (f", steps {start}-end" if start else ""))
-    ax.set_ylabel(metric.replace("final_test_loss", "final validation loss"))
+    names = {"final_test_loss": "final validation loss", "final_test_accuracy": "final test accuracy"}
+    ax.set_ylabel(names.get(metric, metric))
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
