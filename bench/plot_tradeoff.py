@@ -102,10 +102,12 @@ def main(argv):
         ys = [p["y"] for _, p in points]
         err = [[p["y"] - p["lo"] for _, p in points], [p["hi"] - p["y"] for _, p in points]]
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=group)
-        for name, p in points:
+        for i, (name, p) in enumerate(points):
             text = name if p["runs"] == 1 else f"{name} ({p['runs']} runs)"
-            ax.annotate(text, (p["bytes"], p["y"]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=8)
+            # Neighbours of a group alternate above and below their point, so labels of close
+            # points do not overlap.
+            ax.annotate(text, (p["bytes"], p["y"]), textcoords="offset points",
+                        xytext=(4, 4 if i % 2 == 0 else -11), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("bytes sent per step per rank" + (f", steps {start}-end" if start else ""))
     names = {"final_test_loss": "final validation loss", "final_test_accuracy": "final test accuracy"}
