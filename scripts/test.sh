@@ -2,6 +2,7 @@
 # Installs what is missing, builds, and runs every ctest tier this machine supports:
 #   unit       single process
 #   multirank  ranks as threads over the local backend, against single-process references
+#   gpu        CUDA kernels and the NCCL backend (tests/gpu); without a GPU every one is Skipped
 #   mpi        real mpiexec -n 1..7 (needs Open MPI)
 #   fault      kills a rank of a real mpirun job; the others must fail fast
 #   netem      multi-host launches over emulated networks (root, iproute2, network namespaces)
@@ -18,7 +19,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh release
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-labels="unit|multirank"
+# The gpu tier runs everywhere: without a usable GPU (or with THINWIRE_WITH_CUDA off) each of its
+# tests reports Skipped, never Passed (tests/gpu/CMakeLists.txt), and ctest lists them at the end.
+labels="unit|multirank|gpu"
 if command -v mpiexec >/dev/null; then
   labels+="|mpi|fault"
 else
