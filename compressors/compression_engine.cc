@@ -227,6 +227,7 @@ CompressionEngine::CompressionEngine(std::vector<LayerSpec> layers,
   if (anyLowRank) {
     PowerSgdOptions powerOptions;
     powerOptions.warmStart = options_.powerSgdWarmStart;
+    powerOptions.keepQOnRankChange = options_.powerSgdKeepQOnRankChange;
     powerOptions.seed = options_.seed;
     powerOptions.minCompressionRate = options_.powerSgdMinCompressionRate;
     powerSgd_ = std::make_unique<PowerSgd>(powerOptions);

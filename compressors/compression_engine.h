@@ -78,6 +78,7 @@ struct LayerMethod {
 struct CompressionEngineOptions {
   std::vector<LayerMethod> layers;  // one per LayerSpec
   bool powerSgdWarmStart = true;
+  bool powerSgdKeepQOnRankChange = false;  // PowerSgdOptions::keepQOnRankChange
   double powerSgdMinCompressionRate = 2.0;
   CostModelOptions costModel;
   int64_t startStep = 0;   // steps averaged uncompressed first

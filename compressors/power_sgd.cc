@@ -246,12 +246,18 @@ void PowerSgd::run(std::vector<LowRankTask>& tasks,
     if (plan.r == 0) continue;
     float* qt = qData + plan.qOffset;
     const int64_t qtNumel = plan.r * plan.cols;
-    const bool warm =
-        options_.warmStart && state != nullptr && state->q.defined() && state->q.size(0) == plan.r;
+    const bool haveQ = options_.warmStart && state != nullptr && state->q.defined();
+    const bool warm = haveQ && state->q.size(0) == plan.r;
     bool fresh = !warm;
     if (warm) {
       std::copy(state->q.data_ptr<float>(), state->q.data_ptr<float>() + qtNumel, qt);
       // See Note [Fresh Q]: a warm Q that lost a column restarts fresh.
+      fresh = orthonormalize(qt, plan.r, plan.cols, options_.orthogonalizationEps) > 0;
+    } else if (haveQ && options_.keepQOnRankChange && state->q.size(0) > 0) {
+      // See Note [Rank change]: this step's fresh rows, the old leading rows over the first ones.
+      fillFresh(freshQKey(options_.seed, task.layer, step.step), qt, qtNumel);
+      const int64_t kept = std::min<int64_t>(plan.r, state->q.size(0)) * plan.cols;
+      std::copy(state->q.data_ptr<float>(), state->q.data_ptr<float>() + kept, qt);
       fresh = orthonormalize(qt, plan.r, plan.cols, options_.orthogonalizationEps) > 0;
     }
     if (fresh) {

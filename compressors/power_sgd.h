@@ -45,6 +45,7 @@ namespace thinwire::compressors {
 struct PowerSgdOptions {
   bool errorFeedback = true;          // keep e = M - P Q^T per layer and add it next step
   bool warmStart = true;              // reuse last step's Q (else a fresh Q every step)
+  bool keepQOnRankChange = false;     // warm start across a rank change (Note [Rank change])
   uint64_t seed = 0;                  // shared seed of the fresh Q's (identical on every rank)
   double minCompressionRate = 2.0;    // worthCompressing() threshold, for the caller's split
   double orthogonalizationEps = 0.0;  // > 0: divide by (norm + eps), as the PyTorch hook does
@@ -76,8 +77,8 @@ class PowerSgd {
   // effective ranks of all tasks are 0, i.e. every matrix is empty), each waited for at most
   // `timeout`. On return every task's grad holds P Q^T, bitwise identical on every rank, and
   // bytesSent is set; the layers' e and Q are advanced. The first use of a layer, a change of its
-  // rank (a layer-wise policy) and every step without warm start draw Q fresh (Note [Fresh Q]);
-  // a rank change keeps e.
+  // rank (a layer-wise policy) and every step without warm start draw Q fresh (Note [Fresh Q]),
+  // unless keepQOnRankChange (Note [Rank change]); a rank change keeps e.
   // Throws InvalidArgument (before touching any tensor or state) for a grad that is not a
   // contiguous float32 CPU matrix, rank < 1, a layer listed twice, or a layer whose shape differs
   // from its state's. Throws CommError / TimeoutError from the collectives; then the grads hold
@@ -137,5 +138,15 @@ class PowerSgd {
 // P = M Q in every step, warm or fresh. A warm Q that has a zero column (a step whose matrix was
 // zero leaves Q = M^T P = 0) would stay zero forever; such a Q is replaced by the fresh one of
 // this step, which every rank does alike because Q is identical everywhere.
+
+// Note [Rank change]
+// A layer-wise policy changes a layer's rank every few hundred steps. By default the layer then
+// starts from a fresh Q, as the L-GreCo hook does, and the subspace that the warm start built up
+// over the previous steps is lost. With keepQOnRankChange the new Q^T starts from the fresh Q^T
+// of this step with its first min(old, new) rows replaced by the old Q^T's first rows, then
+// orthonormalised as usual: shrinking keeps the leading directions (Gram-Schmidt order puts the
+// best-converged first), growing keeps all of them and adds fresh ones orthogonal to them. Q is
+// identical on every rank, so the result is too. If the kept rows lose a column to
+// orthonormalisation, the layer restarts fresh as in Note [Fresh Q].
 
 }  // namespace thinwire::compressors

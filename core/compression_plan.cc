@@ -86,6 +86,7 @@ compressors::CompressionEngineOptions compressionPlan(
                       std::to_string(base.minNumel) + " elements)");
   }
   options.powerSgdWarmStart = base.warmStart;
+  options.powerSgdKeepQOnRankChange = base.lgreco.rankChange == "keep";
   options.powerSgdMinCompressionRate = base.minCompressionRate;
   options.costModel.bytesPerSecond = base.linkGbps * 1e9 / 8.0;
   options.costModel.latencySeconds = base.latencyUs * 1e-6;

@@ -726,6 +726,14 @@ std::vector<KeySpec> buildSchema() {
                   "... to ceil(rank_high x rank) (ranks whose factors are not "
                   "`min_compression_rate` times smaller are left out).")
                   .atLeast(1));
+  s.push_back(KeySpec(
+                  "compression.lgreco.rank_change",
+                  [](Config& c) -> FieldRef { return &c.compression.lgreco.rankChange; },
+                  "powersgd: what a layer whose rank the solver changes starts from: a `fresh` "
+                  "random Q, as the reference code does, or `keep`: the old Q's leading "
+                  "min(old, new) columns and fresh ones for the rest (warm start kept; "
+                  "compressors/power_sgd.h, Note [Rank change]).")
+                  .oneOf({"keep", "fresh"}));
   // launch
   s.push_back(KeySpec(
                   "launch.ranks", [](Config& c) -> FieldRef { return &c.launch.ranks; },

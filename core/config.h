@@ -132,8 +132,9 @@ struct LgrecoConfig {
   double densityFactor = 2.0;     // compression.lgreco.density_factor: top-k grid ratio
   int64_t densitySteps = 3;       // compression.lgreco.density_steps: top-k grid points per side
   std::vector<int64_t> bits = {2, 3, 4, 5, 6, 7, 8};  // compression.lgreco.bits: quantize
-  double rankLow = 0.5;   // compression.lgreco.rank_low: lowest PowerSGD rank / rank
-  double rankHigh = 2.0;  // compression.lgreco.rank_high: highest PowerSGD rank / rank
+  double rankLow = 0.5;              // compression.lgreco.rank_low: lowest PowerSGD rank / rank
+  double rankHigh = 2.0;             // compression.lgreco.rank_high: highest PowerSGD rank / rank
+  std::string rankChange = "fresh";  // compression.lgreco.rank_change: keep|fresh
 };
 
 struct CompressionConfig {

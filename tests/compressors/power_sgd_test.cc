@@ -427,6 +427,45 @@ TEST_F(PowerSgdTest, RankChangeKeepsResidualAndDrawsQFresh) {
   EXPECT_TRUE(at::equal(changing.state().at("0.e"), fromResidual.state().at("0.e")));
 }
 
+TEST_F(PowerSgdTest, KeepQOnRankChangeKeepsTheConvergedSubspace) {
+  // M = U diag(sigma) V^T with well-separated singular values: a warm start converges to the
+  // leading subspace in a few steps, while one power iteration from a random Q does not. After a
+  // change of rank, the kept Q must still give the best approximation of the new rank (shrink)
+  // or at least beat the best one of the old rank (grow), and beat a fresh Q in both cases.
+  const int64_t rows = 30, cols = 20;
+  at::Tensor u = std::get<0>(at::linalg_qr(randomMatrix(rows, rows, 21).to(at::kDouble)));
+  at::Tensor v = std::get<0>(at::linalg_qr(randomMatrix(cols, cols, 22).to(at::kDouble)));
+  at::Tensor sigma = at::zeros({rows, cols}, at::kDouble);
+  const double values[] = {16, 8, 4, 1, 0.5, 0.25};
+  for (int64_t i = 0; i < cols; ++i) sigma[i][i] = i < 6 ? values[i] : 0.1;
+  at::Tensor m = u.matmul(sigma).matmul(v.t()).to(at::kFloat).contiguous();
+  at::Tensor singular = std::get<1>(at::linalg_svd(m.to(at::kDouble), false));
+  auto best = [&](int64_t rank) { return singular.slice(0, rank).norm().item<double>(); };
+
+  for (int to : {1, 3}) {
+    auto errorAfterChange = [&](bool keep) {
+      PowerSgd powerSgd(PowerSgdOptions{.errorFeedback = false, .keepQOnRankChange = keep});
+      for (int64_t step = 0; step < 10; ++step) {
+        std::vector<LowRankTask> t{{.layer = 0, .grad = m.clone(), .rank = 2}};
+        powerSgd.run(t, StepInfo{.step = step}, comm(), kTimeout);
+      }
+      std::vector<LowRankTask> t{{.layer = 0, .grad = m.clone(), .rank = to}};
+      powerSgd.run(t, StepInfo{.step = 10}, comm(), kTimeout);
+      EXPECT_EQ(powerSgd.state().at("0.q").size(0), to);
+      return (m - t[0].grad).norm().item<double>();
+    };
+    double kept = errorAfterChange(true);
+    double fresh = errorAfterChange(false);
+    SCOPED_TRACE("rank 2 -> " + std::to_string(to));
+    if (to < 2) {
+      EXPECT_LT(kept, best(to) * 1.001);
+    } else {
+      EXPECT_LT(kept, best(2));
+    }
+    EXPECT_LT(kept, fresh);
+  }
+}
+
 TEST_F(PowerSgdTest, WarmStartReusesQAndColdStartDoesNot) {
   // With a fixed input, the warm start keeps iterating the power method: its error can only
   // shrink; the cold start repeats the same one-step estimate from a different Q every step.
