@@ -43,12 +43,28 @@ int64_t lowRankPayloadBytes(int64_t rows, int64_t cols, int64_t rank) {
   return 4 * std::min({rank, rows, cols}) * (rows + cols);
 }
 
-// Hands the compressor what it would have been given and adds that p to the L-GreCo window: the
-// fused p = residual + addendScale * addend is split into an explicit sum (recorded) and a
-// compression of p with no addend, which the Compressor contract makes the same operation.
+// Note [Window sum]
+// With error feedback a layer hands its compressor p_t = e_t + g_t: the residual e_t (what it
+// has not sent yet) plus this step's gradient. The reference code sums p_t over the window
+// (LayerwiseWindowSum::kCompensated), which counts the backlog e once per window step. A layer
+// the last solve starved has a large e, so its window sum, and with it every candidate's error,
+// is dominated by window x e; the next solve raises its setting, the backlog drains, the solve
+// after that starves it again. kDemand sums what the layer has to send over the window instead:
+// the backlog once, at the window's first step, plus every step's gradient,
+// e_first + sum_t g_t. It needs the two parts apart, which error feedback (and PowerSGD's own)
+// hands in; feedback that folds them together (DGC, EControl, EF21, none) is rejected.
+
+// Hands the compressor what it would have been given and adds to the L-GreCo window: the fused
+// p = residual + addendScale * addend is split into an explicit sum and a compression of p with
+// no addend, which the Compressor contract makes the same operation. kCompensated records p;
+// kDemand records addendScale * addend, plus the residual before it when `withBacklog`.
 class AccumulatingCompressor : public Compressor {
  public:
-  AccumulatingCompressor(Compressor& inner, at::Tensor& window) : inner_(inner), window_(window) {}
+  AccumulatingCompressor(Compressor& inner,
+                         at::Tensor& window,
+                         LayerwiseWindowSum sum,
+                         bool withBacklog)
+      : inner_(inner), window_(window), sum_(sum), withBacklog_(withBacklog) {}
 
   std::string name() const override { return inner_.name(); }
   void compress(at::Tensor& residual,
@@ -56,8 +72,17 @@ class AccumulatingCompressor : public Compressor {
                 float addendScale,
                 Payload& out,
                 const LayerParams& params) override {
-    if (addend.defined()) residual.add_(addend.view(residual.sizes()), addendScale);
-    window_.add_(residual.view({-1}));
+    if (sum_ == LayerwiseWindowSum::kDemand) {
+      TW_CHECK(addend.defined(),
+               "L-GreCo window_sum demand needs error feedback that hands the "
+               "residual and the gradient apart");
+      if (withBacklog_) window_.add_(residual.view({-1}));
+      window_.add_(addend.view({-1}), addendScale);
+      residual.add_(addend.view(residual.sizes()), addendScale);
+    } else {
+      if (addend.defined()) residual.add_(addend.view(residual.sizes()), addendScale);
+      window_.add_(residual.view({-1}));
+    }
     inner_.compress(residual, at::Tensor(), 1.0f, out, params);
   }
   void decompressAdd(const Payload& payload,
@@ -82,6 +107,8 @@ class AccumulatingCompressor : public Compressor {
  private:
   Compressor& inner_;
   at::Tensor& window_;
+  LayerwiseWindowSum sum_;
+  bool withBacklog_;
 };
 
 // Doubles travel in the int64 broadcast of the choice bit for bit.
@@ -212,6 +239,11 @@ CompressionEngine::CompressionEngine(std::vector<LayerSpec> layers,
       } else {
         continue;
       }
+      TW_CHECK(options_.layerwise.windowSum != LayerwiseWindowSum::kDemand ||
+                   method.route == LayerMethod::Route::kLowRank ||
+                   method.feedback.kind == FeedbackKind::kEf,
+               "L-GreCo window_sum demand needs feedback ef (or PowerSGD); layer ", layers_[l].name,
+               " uses other feedback");
       layer.policyIndex = static_cast<int64_t>(participants_.size());
       participants_.push_back(l);
     }
@@ -374,7 +406,8 @@ void CompressionEngine::encode(const std::vector<size_t>& layers,
     }
     if (accumulating && layer.policyIndex >= 0) {
       AccumulatingCompressor recorder(
-          layer.sender(), policy_->window(static_cast<size_t>(layer.policyIndex), layer.numel));
+          layer.sender(), policy_->window(static_cast<size_t>(layer.policyIndex), layer.numel),
+          options_.layerwise.windowSum, policy_->windowSteps() == 1);
       layer.feedback->encode(static_cast<LayerId>(id), grad, recorder, params, step, layer.payload);
     } else {
       layer.feedback->encode(static_cast<LayerId>(id), grad, layer.sender(), params, step,
@@ -502,7 +535,10 @@ void CompressionEngine::exchange(const std::vector<size_t>& layers,
         at::Tensor& sum = policy_->window(static_cast<size_t>(layer.policyIndex), layer.numel);
         sum.add_(grads[i].view({-1}));
         auto found = residuals.find(std::to_string(layers[i]) + ".e");
-        if (found != residuals.end()) sum.add_(found->second.view({-1}));
+        // Note [Window sum]: kDemand counts the backlog at the window's first step only.
+        const bool backlog = options_.layerwise.windowSum == LayerwiseWindowSum::kCompensated ||
+                             policy_->windowSteps() == 1;
+        if (found != residuals.end() && backlog) sum.add_(found->second.view({-1}));
       }
     }
     std::vector<LowRankTask> tasks;

@@ -267,6 +267,12 @@ LayerwiseErrorMeasure parseLayerwiseErrorMeasure(const std::string& name) {
            "'");
 }
 
+LayerwiseWindowSum parseLayerwiseWindowSum(const std::string& name) {
+  if (name == "compensated") return LayerwiseWindowSum::kCompensated;
+  if (name == "demand") return LayerwiseWindowSum::kDemand;
+  TW_THROW(InvalidArgument, "L-GreCo window sum must be compensated or demand, got '", name, "'");
+}
+
 bool LayerwisePolicy::solvesAt(int64_t step) const {
   if (!adaptive() || step < options_.warmupSteps) return false;
   return (step - options_.warmupSteps) % options_.adjustEvery == 0;

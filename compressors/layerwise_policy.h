@@ -107,6 +107,16 @@ enum class LayerwiseErrorMeasure { kSquared, kSumOfNorms };
 // Parses "squared" | "sum_of_norms"; throws InvalidArgument otherwise.
 LayerwiseErrorMeasure parseLayerwiseErrorMeasure(const std::string& name);
 
+// What the window sums per layer before a solve. kCompensated: the error-feedback-compensated
+// gradient g_t + e_t of every window step (specs §4.2, the reference code); a layer whose
+// residual e has grown counts that backlog once per window step. kDemand: the backlog once, at
+// the window's first step, plus the gradients g_t of every step: what the layer has to send over
+// the window (Note [Window sum] in compression_engine.cc).
+enum class LayerwiseWindowSum { kCompensated, kDemand };
+
+// Parses "compensated" | "demand"; throws InvalidArgument otherwise.
+LayerwiseWindowSum parseLayerwiseWindowSum(const std::string& name);
+
 // Parses "uniform" | "lgreco"; throws InvalidArgument otherwise.
 LayerwiseKind parseLayerwiseKind(const std::string& name);
 
@@ -121,7 +131,8 @@ struct LayerwisePolicyOptions {
   LayerwiseKind kind = LayerwiseKind::kUniform;
   double alpha = 1.0;  // error budget relative to the uniform default, > 0
   LayerwiseErrorMeasure measure = LayerwiseErrorMeasure::kSquared;
-  int64_t window = 10;        // steps accumulated before each solve, >= 1
+  int64_t window = 10;  // steps accumulated before each solve, >= 1
+  LayerwiseWindowSum windowSum = LayerwiseWindowSum::kCompensated;
   int64_t warmupSteps = 100;  // first solve at this step; >= window (+ the engine's startStep)
   int64_t adjustEvery = 100;  // re-solve period in steps, >= window
   int64_t buckets = 10000;    // DP resolution B

@@ -99,6 +99,7 @@ compressors::CompressionEngineOptions compressionPlan(
   layerwise.alpha = base.lgreco.alpha;
   layerwise.measure = compressors::parseLayerwiseErrorMeasure(base.lgreco.error);
   layerwise.window = base.lgreco.window;
+  layerwise.windowSum = compressors::parseLayerwiseWindowSum(base.lgreco.windowSum);
   layerwise.warmupSteps = base.lgreco.warmupSteps;
   layerwise.adjustEvery = base.lgreco.adjustEvery;
   layerwise.buckets = base.lgreco.buckets;

@@ -681,6 +681,16 @@ std::vector<KeySpec> buildSchema() {
                   "before each solve.")
                   .atLeast(1));
   s.push_back(KeySpec(
+                  "compression.lgreco.window_sum",
+                  [](Config& c) -> FieldRef { return &c.compression.lgreco.windowSum; },
+                  "What the window sums per layer: `compensated`, each step's gradient plus the "
+                  "error-feedback residual (specs §4.2, the reference code; the residual of a "
+                  "starved layer counts once per step), or `demand`, the residual once at the "
+                  "window's first step plus each step's gradient (compressors/"
+                  "compression_engine.cc, Note [Window sum]); `demand` needs `feedback: ef` "
+                  "or `method: powersgd`.")
+                  .oneOf({"compensated", "demand"}));
+  s.push_back(KeySpec(
                   "compression.lgreco.warmup_steps",
                   [](Config& c) -> FieldRef { return &c.compression.lgreco.warmupSteps; },
                   "Step of the first solve (the uniform setting runs until then); at least "
@@ -1354,6 +1364,11 @@ struct Parser {
            "must be >= compression.start_step + compression.lgreco.window (" +
                std::to_string(cc.startStep + cc.lgreco.window) + "), got " +
                std::to_string(cc.lgreco.warmupSteps));
+    }
+    if (cc.lgreco.windowSum == "demand" && cc.method != "powersgd" && cc.feedback != "ef") {
+      fail(blame("compression.lgreco.window_sum", "compression.feedback"),
+           "compression.lgreco.window_sum",
+           "demand needs feedback: ef (or method: powersgd), got feedback: " + cc.feedback);
     }
     if (cc.lgreco.adjustEvery < cc.lgreco.window) {
       fail(blame("compression.lgreco.adjust_every", "compression.lgreco.window"),

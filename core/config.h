@@ -126,11 +126,12 @@ struct LgrecoConfig {
   double alpha = 1.0;             // compression.lgreco.alpha: error budget vs the uniform default
   std::string error = "squared";  // compression.lgreco.error: squared|sum_of_norms
   int64_t window = 10;            // compression.lgreco.window: steps accumulated before a solve
-  int64_t warmupSteps = 100;      // compression.lgreco.warmup_steps: first solve at this step
-  int64_t adjustEvery = 100;      // compression.lgreco.adjust_every: re-solve period
-  int64_t buckets = 10000;        // compression.lgreco.buckets: DP resolution
-  double densityFactor = 2.0;     // compression.lgreco.density_factor: top-k grid ratio
-  int64_t densitySteps = 3;       // compression.lgreco.density_steps: top-k grid points per side
+  std::string windowSum = "compensated";  // compression.lgreco.window_sum: compensated|demand
+  int64_t warmupSteps = 100;   // compression.lgreco.warmup_steps: first solve at this step
+  int64_t adjustEvery = 100;   // compression.lgreco.adjust_every: re-solve period
+  int64_t buckets = 10000;     // compression.lgreco.buckets: DP resolution
+  double densityFactor = 2.0;  // compression.lgreco.density_factor: top-k grid ratio
+  int64_t densitySteps = 3;    // compression.lgreco.density_steps: top-k grid points per side
   std::vector<int64_t> bits = {2, 3, 4, 5, 6, 7, 8};  // compression.lgreco.bits: quantize
   double rankLow = 0.5;              // compression.lgreco.rank_low: lowest PowerSGD rank / rank
   double rankHigh = 2.0;             // compression.lgreco.rank_high: highest PowerSGD rank / rank

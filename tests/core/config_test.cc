@@ -434,6 +434,20 @@ TEST(ConfigTest, CrossKeyRulesNameTheKeyThatWasSet) {
   EXPECT_EQ(configError("launch:\n  tcp_interface: eth0\n"),
             "cfg.yaml:2: launch.tcp_interface needs launch.transport: tcp, got 'auto'");
   EXPECT_EQ(configError("launch:\n  transport: tcp\n  tcp_interface: eth0\n"), "<no error>");
+  // L-GreCo's demand window needs the residual and the gradient apart: error feedback or PowerSGD.
+  const std::string demand =
+      "compression:\n"             // 1
+      "  method: topk\n"           // 2
+      "  feedback: econtrol\n"     // 3
+      "  policy: lgreco\n"         // 4
+      "  lgreco:\n"                // 5
+      "    window_sum: demand\n";  // 6
+  EXPECT_EQ(configError(demand),
+            "cfg.yaml:6: compression.lgreco.window_sum demand needs feedback: ef (or method: "
+            "powersgd), got feedback: econtrol");
+  EXPECT_EQ(configError(demand, {"compression.feedback=ef"}), "<no error>");
+  EXPECT_EQ(configError(demand, {"compression.method=powersgd"}), "<no error>");
+  EXPECT_EQ(configError(demand, {"compression.lgreco.window_sum=compensated"}), "<no error>");
 }
 
 TEST(ConfigTest, DuplicateKeysAreRejected) {

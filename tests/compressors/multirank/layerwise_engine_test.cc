@@ -92,6 +92,52 @@ TEST_P(LayerwiseEngineTest, ResumeInsideAWindowIsBitExact) {
   }
 }
 
+// Note [Window sum]: the window of the solve at 10 covers steps 7-9. With `compensated` it sums
+// the compressor's input e_t + g_t of every step; with `demand` it sums e_7 once and g_7..g_9.
+// The residuals e_t are read from the states after steps 6, 7 and 8 of the same deterministic run.
+TEST_P(LayerwiseEngineTest, WindowSumsTheBacklogOncePerStepOrOnce) {
+  const LayerwiseFamily family = GetParam();
+  const std::string residualKey =
+      family == LayerwiseFamily::kLowRank ? "powersgd.0.e" : "feedback.0.e";
+  const auto residualBefore = [&](const CompressionEngineOptions& options, int64_t step) {
+    const Trace trace = runSteps(options, 1, 0, step, nullptr);
+    return trace.states[0].at(residualKey).view({-1});
+  };
+  const auto gradient = [](int64_t step) { return layerwiseGradient(0, 0, step).view({-1}); };
+  for (const LayerwiseWindowSum mode :
+       {LayerwiseWindowSum::kCompensated, LayerwiseWindowSum::kDemand}) {
+    CompressionEngineOptions options = layerwiseOptions(family);
+    options.layerwise.windowSum = mode;
+    const Trace trace = runSteps(options, 1, 0, 10, nullptr);  // steps 0-9: the window is full
+    const at::Tensor window = trace.states[0].at("layerwise.window.0");
+    at::Tensor expected = at::zeros_like(window);
+    at::Tensor otherMode = at::zeros_like(window);
+    for (int64_t t = 7; t <= 9; ++t) {
+      const at::Tensor e = residualBefore(options, t);
+      const bool backlog = mode == LayerwiseWindowSum::kCompensated || t == 7;
+      // Same order of additions as the engine: the fused path adds e first, PowerSGD g first.
+      if (family == LayerwiseFamily::kLowRank) {
+        expected.add_(gradient(t));
+        if (backlog) expected.add_(e);
+      } else if (mode == LayerwiseWindowSum::kCompensated) {
+        expected.add_(e + gradient(t));
+      } else {
+        if (backlog) expected.add_(e);
+        expected.add_(gradient(t));
+      }
+      const bool otherBacklog = mode == LayerwiseWindowSum::kDemand || t == 7;
+      otherMode.add_(gradient(t));
+      if (otherBacklog) otherMode.add_(e);
+      EXPECT_GT(e.norm().item<double>(), 0.0) << "no backlog before step " << t;
+    }
+    EXPECT_TRUE(at::allclose(window, expected, 1e-6, 1e-6))
+        << "mode " << static_cast<int>(mode) << ": max difference "
+        << (window - expected).abs().max().item<float>();
+    EXPECT_FALSE(at::allclose(window, otherMode, 1e-3, 1e-3))
+        << "mode " << static_cast<int>(mode) << " matches the other mode's sum";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Families,
                          LayerwiseEngineTest,
                          ::testing::Values(LayerwiseFamily::kTopK,
@@ -116,6 +162,18 @@ TEST(LayerwiseEngineOptionsTest, RejectsAWindowBeforeCompressionStarts) {
   EXPECT_THROW(CompressionEngine(layerwiseLayers(), *world[0], options), InvalidArgument);
   options.startStep = 3;
   EXPECT_NO_THROW(CompressionEngine(layerwiseLayers(), *world[0], options));
+}
+
+TEST(LayerwiseEngineOptionsTest, DemandWindowSumNeedsErrorFeedback) {
+  auto world = comm::makeLocalWorld(1);
+  CompressionEngineOptions options = layerwiseOptions(LayerwiseFamily::kTopK);
+  options.layerwise.windowSum = LayerwiseWindowSum::kDemand;
+  EXPECT_NO_THROW(CompressionEngine(layerwiseLayers(), *world[0], options));
+  options.layers[2].feedback.kind = FeedbackKind::kEControl;
+  EXPECT_THROW(CompressionEngine(layerwiseLayers(), *world[0], options), InvalidArgument);
+  EXPECT_EQ(parseLayerwiseWindowSum("demand"), LayerwiseWindowSum::kDemand);
+  EXPECT_EQ(parseLayerwiseWindowSum("compensated"), LayerwiseWindowSum::kCompensated);
+  EXPECT_THROW(parseLayerwiseWindowSum("once"), InvalidArgument);
 }
 
 TEST(LayerwiseEngineOptionsTest, UniformPolicyIsNotAdaptive) {
