@@ -1376,6 +1376,38 @@ struct Parser {
            "must be >= compression.lgreco.window (" + std::to_string(cc.lgreco.window) + "), got " +
                std::to_string(cc.lgreco.adjustEvery));
     }
+    // A family's candidate keys, set to other than their defaults for a job where no layer uses
+    // that family, would be ignored without a word; the families in use are the method and any
+    // per-layer override's method. (Defaults pass, so that print-config's output, which lists
+    // every key, parses again.)
+    std::set<std::string> methods = {cc.method};
+    for (const std::string& text : cc.overrides) {
+      std::string error;
+      const auto entry = parseCompressionOverride(text, error);
+      if (!entry) continue;  // checkOverrides reports it
+      for (const auto& [key, value] : entry->assignments) {
+        if (key == "method") methods.insert(value);
+      }
+    }
+    static const std::pair<const char*, const char*> kFamilyKeys[] = {
+        {"compression.lgreco.density_factor", "topk"},
+        {"compression.lgreco.density_steps", "topk"},
+        {"compression.lgreco.bits", "quantize"},
+        {"compression.lgreco.rank_low", "powersgd"},
+        {"compression.lgreco.rank_high", "powersgd"},
+        {"compression.lgreco.rank_change", "powersgd"},
+    };
+    Config defaults;
+    Config copy = c;
+    for (const auto& [key, family] : kFamilyKeys) {
+      const KeySpec* spec = findKey(key);
+      const bool changed = yamlValue(spec->field(copy)) != yamlValue(spec->field(defaults));
+      if (changed && origins.count(key) != 0 && methods.count(family) == 0) {
+        fail(originOf(key), key,
+             std::string("sets candidates of method: ") + family +
+                 ", which no layer uses (method: " + cc.method + ")");
+      }
+    }
   }
 
   void checkOverrides() {

@@ -448,6 +448,31 @@ TEST(ConfigTest, CrossKeyRulesNameTheKeyThatWasSet) {
   EXPECT_EQ(configError(demand, {"compression.feedback=ef"}), "<no error>");
   EXPECT_EQ(configError(demand, {"compression.method=powersgd"}), "<no error>");
   EXPECT_EQ(configError(demand, {"compression.lgreco.window_sum=compensated"}), "<no error>");
+  // A family's candidate keys must belong to a method some layer uses.
+  const std::string family =
+      "compression:\n"       // 1
+      "  method: topk\n"     // 2
+      "  policy: lgreco\n"   // 3
+      "  lgreco:\n"          // 4
+      "    bits: [2, 4]\n";  // 5
+  EXPECT_EQ(configError(family),
+            "cfg.yaml:5: compression.lgreco.bits sets candidates of method: quantize, which no "
+            "layer uses (method: topk)");
+  EXPECT_EQ(configError(family, {"compression.method=quantize"}), "<no error>");
+  // print-config lists every key with its value; the other families' defaults pass.
+  EXPECT_EQ(configError(Config::fromString("compression: {method: topk, policy: lgreco}").toYaml()),
+            "<no error>");
+  EXPECT_EQ(configError(family, {"compression.policy=uniform"}), "<no error>");
+  EXPECT_EQ(configError(family, {"compression.overrides=[\"layers.0.* method=quantize\"]"}),
+            "<no error>");
+  EXPECT_EQ(configError("compression: {method: quantize, policy: lgreco}",
+                        {"compression.lgreco.rank_change=keep"}),
+            "--set compression.lgreco.rank_change: sets candidates of method: powersgd, which no "
+            "layer uses (method: quantize)");
+  EXPECT_EQ(configError("compression: {method: quantize, policy: lgreco}",
+                        {"compression.lgreco.density_steps=2"}),
+            "--set compression.lgreco.density_steps: sets candidates of method: topk, which no "
+            "layer uses (method: quantize)");
 }
 
 TEST(ConfigTest, DuplicateKeysAreRejected) {
