@@ -54,6 +54,14 @@ int64_t lowRankPayloadBytes(int64_t rows, int64_t cols, int64_t rank) {
 // e_first + sum_t g_t. It needs the two parts apart, which error feedback (and PowerSGD's own)
 // hands in; feedback that folds them together (DGC, EControl, EF21, none) is rejected.
 
+// Note [Relative error]
+// The squared measure adds ||C(G_l) - G_l||^2 over the layers, so the layers with the largest
+// gradients (on a language model: the embedding, the head, the first block) own nearly all of
+// the budget, and the solver pays for their larger settings by starving every other layer, whose
+// error hardly moves the total. LayerwiseErrorMeasure::kRelative divides each layer's errors by
+// ||G_l||^2 of its window: the budget then weighs every layer's loss of signal alike, whatever
+// its gradient's scale. A layer whose window is all zeros keeps its (zero) errors.
+
 // Hands the compressor what it would have been given and adds to the L-GreCo window: the fused
 // p = residual + addendScale * addend is split into an explicit sum and a compression of p with
 // no addend, which the Compressor contract makes the same operation. kCompensated records p;
@@ -686,6 +694,12 @@ void CompressionEngine::measure(size_t participant,
   const at::Tensor& window = policy_->windowOf(participant);
   const at::Tensor sum = window.defined() ? window : at::zeros({layer.numel}, at::kFloat);
   const uint64_t seed = mix(mix(options_.seed ^ 0x6c677265636fULL, step.step), id);
+  // Note [Relative error]: kRelative divides by the window's squared norm.
+  double scale = 1.0;
+  if (options_.layerwise.measure == LayerwiseErrorMeasure::kRelative) {
+    const double norm2 = sum.to(at::kDouble).pow(2).sum().item<double>();
+    if (norm2 > 0) scale = 1.0 / norm2;
+  }
   if (candidates.family == LayerwiseFamily::kLowRank) {
     const int64_t maxRank = static_cast<int64_t>(candidates.values.back());
     const std::vector<double> lowRank = lowRankErrors(sum.view({layer.rows, layer.cols}), maxRank,
@@ -696,7 +710,7 @@ void CompressionEngine::measure(size_t participant,
       // A rank above min(rows, cols) sends no more than the cap; one extra byte makes the
       // solver prefer the true rank.
       sizes.push_back(lowRankPayloadBytes(layer.rows, layer.cols, r) + (r > cap ? 1 : 0));
-      errors.push_back(lowRank[static_cast<size_t>(r)]);
+      errors.push_back(lowRank[static_cast<size_t>(r)] * scale);
     }
     return;
   }
@@ -712,7 +726,7 @@ void CompressionEngine::measure(size_t participant,
     scratch.copy_(sum);
     layer.compressor->compress(scratch, at::Tensor(), 1.0f, payload, params);
     sizes.push_back(payload.wireBytes());
-    errors.push_back(scratch.to(at::kDouble).pow(2).sum().item<double>());
+    errors.push_back(scratch.to(at::kDouble).pow(2).sum().item<double>() * scale);
   }
 }
 

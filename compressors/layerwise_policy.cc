@@ -263,8 +263,9 @@ LayerwisePolicy::LayerwisePolicy(LayerwisePolicyOptions options,
 LayerwiseErrorMeasure parseLayerwiseErrorMeasure(const std::string& name) {
   if (name == "squared") return LayerwiseErrorMeasure::kSquared;
   if (name == "sum_of_norms") return LayerwiseErrorMeasure::kSumOfNorms;
-  TW_THROW(InvalidArgument, "L-GreCo error measure must be squared or sum_of_norms, got '", name,
-           "'");
+  if (name == "relative") return LayerwiseErrorMeasure::kRelative;
+  TW_THROW(InvalidArgument,
+           "L-GreCo error measure must be squared, sum_of_norms or relative, got '", name, "'");
 }
 
 LayerwiseWindowSum parseLayerwiseWindowSum(const std::string& name) {

@@ -13,6 +13,8 @@
 // steps before a solve. The discretised knapsack DP is solveLayerwise(), usable alone (Note
 // [L-GreCo DP]). LayerwiseErrorMeasure::kSumOfNorms uses E_l(c) = ||C_c(G_l) - G_l|| instead, as
 // the reference code sums unsquared norms (specs §4.1 pitfall); only for comparisons with it.
+// LayerwiseErrorMeasure::kRelative uses E_l(c) = ||C_c(G_l) - G_l||^2 / ||G_l||^2, so that every
+// layer's error counts in proportion to its own gradient, whatever that gradient's scale.
 //
 // This file provides the pieces; CompressionEngine wires them into a training step (Note
 // [L-GreCo protocol] in compression_engine.cc): it feeds the window, measures the tables on rank 0,
@@ -100,11 +102,13 @@ std::vector<double> lowRankErrors(const at::Tensor& matrix,
 
 enum class LayerwiseKind { kUniform, kLGreco };
 
-// What the budget sums per layer: squared errors (the model-wide squared norm; the default) or
-// unsquared norms (the reference code's measure, for parity).
-enum class LayerwiseErrorMeasure { kSquared, kSumOfNorms };
+// What the budget sums per layer: squared errors (the model-wide squared norm; the default),
+// unsquared norms (the reference code's measure, for parity) or squared errors relative to the
+// layer's squared window norm (kRelative; the engine divides when it measures, Note [Relative
+// error] in compression_engine.cc).
+enum class LayerwiseErrorMeasure { kSquared, kSumOfNorms, kRelative };
 
-// Parses "squared" | "sum_of_norms"; throws InvalidArgument otherwise.
+// Parses "squared" | "sum_of_norms" | "relative"; throws InvalidArgument otherwise.
 LayerwiseErrorMeasure parseLayerwiseErrorMeasure(const std::string& name);
 
 // What the window sums per layer before a solve. kCompensated: the error-feedback-compensated

@@ -671,9 +671,11 @@ std::vector<KeySpec> buildSchema() {
                   "compression.lgreco.error",
                   [](Config& c) -> FieldRef { return &c.compression.lgreco.error; },
                   "What the budget sums per layer: `squared` errors (the model-wide squared "
-                  "norm) or `sum_of_norms`, the unsquared per-layer norms the reference code "
-                  "sums (specs §4.1), for comparisons with it.")
-                  .oneOf({"squared", "sum_of_norms"}));
+                  "norm), `sum_of_norms`, the unsquared per-layer norms the reference code "
+                  "sums (specs §4.1), for comparisons with it, or `relative`: each layer's "
+                  "squared error divided by its window's squared norm, so that layers with "
+                  "small gradients are not starved to pay for those with large ones.")
+                  .oneOf({"squared", "sum_of_norms", "relative"}));
   s.push_back(KeySpec(
                   "compression.lgreco.window",
                   [](Config& c) -> FieldRef { return &c.compression.lgreco.window; },

@@ -155,6 +155,57 @@ INSTANTIATE_TEST_SUITE_P(Families,
                            return std::string("Unknown");
                          });
 
+// The settings and the last report after steps 0..steps-1 on 2 ranks, with every gradient of
+// layer w1 multiplied by `scale`.
+struct Solved {
+  std::vector<std::string> settings;
+  double error = 0;
+  double defaultError = 0;
+};
+
+Solved solveWithScaledLayer(const CompressionEngineOptions& options, float scale, int64_t steps) {
+  auto world = comm::makeLocalWorld(2);
+  Solved solved;
+  runOnEveryRank(world, [&](comm::Communicator& comm) {
+    CompressionEngine engine(layerwiseLayers(), comm, options);
+    for (int64_t s = 0; s < steps; ++s) {
+      std::vector<at::Tensor> grads;
+      std::vector<size_t> ids;
+      for (size_t l = 0; l < engine.layers().size(); ++l) {
+        grads.push_back(layerwiseGradient(comm.rank(), l, s) * (l == 2 ? scale : 1.0f));
+        ids.push_back(l);
+      }
+      engine.sync(ids, grads, at::Tensor(), {.step = s, .lr = 0.1, .worldSize = comm.worldSize()});
+    }
+    if (comm.rank() == 0) {
+      const LayerwiseStatus status = engine.layerwiseStatus();
+      solved = {status.settings, status.report.predictedError, status.report.defaultError};
+    }
+  });
+  return solved;
+}
+
+TEST_P(LayerwiseEngineTest, RelativeErrorIgnoresEachLayersScale) {
+  CompressionEngineOptions options = layerwiseOptions(GetParam());
+  // A power of two scales every float operation on w1's path exactly, so w1's relative errors,
+  // and with them the solves (at 6 and 10), are the same bit for bit.
+  options.layerwise.measure = LayerwiseErrorMeasure::kRelative;
+  const Solved plain = solveWithScaledLayer(options, 1.0f, 11);
+  const Solved scaled = solveWithScaledLayer(options, 1024.0f, 11);
+  EXPECT_EQ(plain.settings, scaled.settings);
+  EXPECT_EQ(plain.error, scaled.error);
+  EXPECT_EQ(plain.defaultError, scaled.defaultError);
+  // Three layers take part, each with a relative error in (0, 1].
+  EXPECT_GT(plain.defaultError, 0.0);
+  EXPECT_LE(plain.defaultError, 3.0);
+  // The squared measure sees the scale: w1's error takes over the budget.
+  options.layerwise.measure = LayerwiseErrorMeasure::kSquared;
+  const Solved squared = solveWithScaledLayer(options, 1.0f, 11);
+  const Solved squaredScaled = solveWithScaledLayer(options, 1024.0f, 11);
+  EXPECT_NE(squared.settings, squaredScaled.settings);
+  EXPECT_GT(squaredScaled.defaultError, 1e3 * squared.defaultError);
+}
+
 TEST(LayerwiseEngineOptionsTest, RejectsAWindowBeforeCompressionStarts) {
   auto world = comm::makeLocalWorld(1);
   CompressionEngineOptions options = layerwiseOptions(LayerwiseFamily::kTopK);
@@ -174,6 +225,8 @@ TEST(LayerwiseEngineOptionsTest, DemandWindowSumNeedsErrorFeedback) {
   EXPECT_EQ(parseLayerwiseWindowSum("demand"), LayerwiseWindowSum::kDemand);
   EXPECT_EQ(parseLayerwiseWindowSum("compensated"), LayerwiseWindowSum::kCompensated);
   EXPECT_THROW(parseLayerwiseWindowSum("once"), InvalidArgument);
+  EXPECT_EQ(parseLayerwiseErrorMeasure("relative"), LayerwiseErrorMeasure::kRelative);
+  EXPECT_THROW(parseLayerwiseErrorMeasure("absolute"), InvalidArgument);
 }
 
 TEST(LayerwiseEngineOptionsTest, UniformPolicyIsNotAdaptive) {
