@@ -664,8 +664,9 @@ std::vector<KeySpec> buildSchema() {
   s.push_back(KeySpec(
                   "compression.lgreco.alpha",
                   [](Config& c) -> FieldRef { return &c.compression.lgreco.alpha; },
-                  "Error budget: total squared error <= alpha x the uniform setting's, measured "
-                  "on the accumulated gradients of the window. 1 never does worse than uniform.")
+                  "Error budget: total error (as `error` measures it) <= alpha x the uniform "
+                  "setting's, measured on the accumulated gradients of the window. 1 never does "
+                  "worse than uniform.")
                   .above(0));
   s.push_back(KeySpec(
                   "compression.lgreco.error",
