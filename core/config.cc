@@ -1407,7 +1407,7 @@ struct Parser {
       const bool changed = yamlValue(spec->field(copy)) != yamlValue(spec->field(defaults));
       if (changed && origins.count(key) != 0 && methods.count(family) == 0) {
         fail(originOf(key), key,
-             std::string("sets candidates of method: ") + family +
+             std::string("applies only to method: ") + family +
                  ", which no layer uses (method: " + cc.method + ")");
       }
     }

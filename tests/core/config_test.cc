@@ -456,7 +456,7 @@ TEST(ConfigTest, CrossKeyRulesNameTheKeyThatWasSet) {
       "  lgreco:\n"          // 4
       "    bits: [2, 4]\n";  // 5
   EXPECT_EQ(configError(family),
-            "cfg.yaml:5: compression.lgreco.bits sets candidates of method: quantize, which no "
+            "cfg.yaml:5: compression.lgreco.bits applies only to method: quantize, which no "
             "layer uses (method: topk)");
   EXPECT_EQ(configError(family, {"compression.method=quantize"}), "<no error>");
   // print-config lists every key with its value; the other families' defaults pass.
@@ -467,11 +467,11 @@ TEST(ConfigTest, CrossKeyRulesNameTheKeyThatWasSet) {
             "<no error>");
   EXPECT_EQ(configError("compression: {method: quantize, policy: lgreco}",
                         {"compression.lgreco.rank_change=keep"}),
-            "--set compression.lgreco.rank_change: sets candidates of method: powersgd, which no "
+            "--set compression.lgreco.rank_change: applies only to method: powersgd, which no "
             "layer uses (method: quantize)");
   EXPECT_EQ(configError("compression: {method: quantize, policy: lgreco}",
                         {"compression.lgreco.density_steps=2"}),
-            "--set compression.lgreco.density_steps: sets candidates of method: topk, which no "
+            "--set compression.lgreco.density_steps: applies only to method: topk, which no "
             "layer uses (method: quantize)");
 }
 
