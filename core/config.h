@@ -124,7 +124,7 @@ struct DgcConfig {
 
 struct LgrecoConfig {
   double alpha = 1.0;             // compression.lgreco.alpha: error budget vs the uniform default
-  std::string error = "squared";  // compression.lgreco.error: squared|sum_of_norms
+  std::string error = "squared";  // compression.lgreco.error: squared|sum_of_norms|relative
   int64_t window = 10;            // compression.lgreco.window: steps accumulated before a solve
   std::string windowSum = "compensated";  // compression.lgreco.window_sum: compensated|demand
   int64_t warmupSteps = 100;   // compression.lgreco.warmup_steps: first solve at this step
