@@ -254,9 +254,10 @@ void PowerSgd::run(std::vector<LowRankTask>& tasks,
       // See Note [Fresh Q]: a warm Q that lost a column restarts fresh.
       fresh = orthonormalize(qt, plan.r, plan.cols, options_.orthogonalizationEps) > 0;
     } else if (haveQ && options_.keepQOnRankChange && state->q.size(0) > 0) {
-      // See Note [Rank change]: this step's fresh rows, the old leading rows over the first ones.
-      fillFresh(freshQKey(options_.seed, task.layer, step.step), qt, qtNumel);
+      // See Note [Rank change]: this step's fresh rows, the old leading rows over the first ones
+      // (a rank that shrinks keeps old rows only, so it draws nothing).
       const int64_t kept = std::min<int64_t>(plan.r, state->q.size(0)) * plan.cols;
+      if (kept < qtNumel) fillFresh(freshQKey(options_.seed, task.layer, step.step), qt, qtNumel);
       std::copy(state->q.data_ptr<float>(), state->q.data_ptr<float>() + kept, qt);
       fresh = orthonormalize(qt, plan.r, plan.cols, options_.orthogonalizationEps) > 0;
     }
