@@ -19,6 +19,14 @@ struct DeviceScope::Guard {
 struct DeviceScope::Guard {};
 #endif
 
+bool onKernelDevice(const at::Tensor& tensor) {
+#if defined(THINWIRE_KERNELS_EMULATED)
+  return tensor.is_cpu();
+#else
+  return tensor.is_cuda();
+#endif
+}
+
 bool cudaAvailable() { return deviceCount() > 0; }
 
 int deviceCount() { return detail::deviceCount(); }
@@ -32,13 +40,13 @@ void check(int error, const char* what) {
 
 void checkCudaFloat(const at::Tensor& tensor, const char* what) {
   TW_CHECK(tensor.defined(), what, " is undefined");
-  TW_CHECK(tensor.is_cuda() && tensor.scalar_type() == at::kFloat && tensor.is_contiguous(), what,
-           " must be a contiguous float32 CUDA tensor, got ", tensor.toString(),
+  TW_CHECK(onKernelDevice(tensor) && tensor.scalar_type() == at::kFloat && tensor.is_contiguous(),
+           what, " must be a contiguous float32 CUDA tensor, got ", tensor.toString(),
            tensor.is_contiguous() ? "" : " (not contiguous)");
 }
 
 DeviceScope::DeviceScope(const at::Tensor& tensor) {
-  TW_CHECK(tensor.defined() && tensor.is_cuda(), "a CUDA kernel needs a CUDA tensor, got ",
+  TW_CHECK(tensor.defined() && onKernelDevice(tensor), "a CUDA kernel needs a CUDA tensor, got ",
            tensor.defined() ? tensor.toString() : std::string("an undefined tensor"));
 #if defined(THINWIRE_TORCH_CUDA)
   guard_ = std::make_unique<Guard>(tensor.device());

@@ -31,6 +31,10 @@ bool cudaAvailable();
 // Visible CUDA devices; 0 without a driver or without CUDA support. Never throws.
 int deviceCount();
 
+// True when `tensor` lives where the kernels run: on a CUDA device, or on the CPU in the emulated
+// build (kernels/emulation, THINWIRE_KERNELS_EMULATED), which runs the kernels there.
+bool onKernelDevice(const at::Tensor& tensor);
+
 // Throws Error naming `what` and the CUDA error when `error` (a cudaError_t) is not cudaSuccess.
 void check(int error, const char* what);
 

@@ -1,11 +1,28 @@
-// Device helpers shared by the .cu files of kernels/: the magnitude key of top-k's ordering and
-// arithmetic spelled with explicit rounding intrinsics. nvcc contracts a * b + c into one fused
-// multiply-add by default, which rounds once instead of twice; the CPU implementations (x86-64
-// without FMA) round twice, so every kernel that must match them bit for bit writes
-// addRn(a, mulRn(b, c)) instead of a + b * c.
+// Device helpers shared by the .cu files of kernels/: the launch spelling, the magnitude key of
+// top-k's ordering and arithmetic spelled with explicit rounding intrinsics. nvcc contracts a * b +
+// c into one fused multiply-add by default, which rounds once instead of twice; the CPU
+// implementations (x86-64 without FMA) round twice, so every kernel that must match them bit for
+// bit writes addRn(a, mulRn(b, c)) instead of a + b * c.
 #pragma once
 
 #include <cstdint>
+
+// A kernel launch, kernel<<<grid, block, sharedBytes, stream>>>(args...), spelled so that the
+// emulated build (kernels/emulation, plain C++ without the <<< >>> syntax) can run it too:
+//   TW_LAUNCH(kernel, grid, block, sharedBytes, stream)(args...);
+// and the dynamic shared memory of a kernel, extern __shared__ type name[]:
+//   TW_DYNAMIC_SHARED(type, name);
+#if defined(THINWIRE_KERNELS_EMULATED_RUNTIME)
+#define TW_LAUNCH(kernel, grid, block, sharedBytes, stream) \
+  (static_cast<void>(stream),                               \
+   ::thinwire::kernels::emulation::launch(kernel, grid, block, sharedBytes))
+#define TW_DYNAMIC_SHARED(type, name) \
+  type* name = ::thinwire::kernels::emulation::dynamicShared<type>()
+#else
+#define TW_LAUNCH(kernel, grid, block, sharedBytes, stream) \
+  kernel<<<grid, block, sharedBytes, stream>>>
+#define TW_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
 
 namespace thinwire::kernels::detail {
 

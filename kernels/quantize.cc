@@ -18,7 +18,7 @@ void checkPayload(const at::Tensor& payload, int64_t numel, const QuantizeKernel
   TW_CHECK(options.bits >= 2 && options.bits <= 8, "quantize: bits must be in [2, 8], got ",
            options.bits);
   const int64_t bytes = 8 * bucketsOf(numel, options) + (numel * options.bits + 7) / 8;
-  TW_CHECK(payload.defined() && payload.is_cuda() && payload.scalar_type() == at::kByte &&
+  TW_CHECK(payload.defined() && onKernelDevice(payload) && payload.scalar_type() == at::kByte &&
                payload.is_contiguous() && payload.numel() == bytes,
            "quantize: payload must be ", bytes, " contiguous uint8 CUDA bytes for ", numel,
            " elements at ", options.bits, " bits, got ",

@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(kThreads) quantizeWarpKernel(float* residual,
                                                                float* meta,
                                                                uint8_t* codes,
                                                                int64_t codeBytes) {
-  extern __shared__ float4 staged[];
+  TW_DYNAMIC_SHARED(float4, staged);
   const int warp = threadIdx.x / kWarpThreads;
   const int lane = threadIdx.x % kWarpThreads;
   const int64_t k = static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarpThreads) + warp;
@@ -311,10 +311,10 @@ int launchQuantizeBuckets(float* residual,
   if (numel == 0) return 0;
   const int64_t buckets = (numel + bucket - 1) / bucket;
   const float levelCount = static_cast<float>((1u << bits) - 1u);
-  quantizeKernel<<<static_cast<unsigned>(buckets), kThreads, 0,
-                   static_cast<cudaStream_t>(stream)>>>(residual, addend, scale, numel, bucket,
-                                                        levelCount, stochastic, seed,
-                                                        reinterpret_cast<float*>(meta), levels);
+  TW_LAUNCH(quantizeKernel, static_cast<unsigned>(buckets), kThreads, 0,
+            static_cast<cudaStream_t>(stream))
+  (residual, addend, scale, numel, bucket, levelCount, stochastic, seed,
+   reinterpret_cast<float*>(meta), levels);
   return launched();
 }
 
@@ -346,21 +346,22 @@ int launchQuantizePacked(float* residual,
   float* metaValues = reinterpret_cast<float*>(meta);
   const int length = static_cast<int>(bucket);
   if (aligned16(residual) && aligned16(addend)) {
-    quantizeWarpKernel<true><<<blocks, threads, sharedBytes, s>>>(
-        residual, addend, scale, numel, length, buckets, levelCount, bits, stochastic, seed,
-        metaValues, codes, codeBytes);
+    TW_LAUNCH(quantizeWarpKernel<true>, blocks, threads, sharedBytes, s)
+    (residual, addend, scale, numel, length, buckets, levelCount, bits, stochastic, seed,
+     metaValues, codes, codeBytes);
   } else {
-    quantizeWarpKernel<false><<<blocks, threads, sharedBytes, s>>>(
-        residual, addend, scale, numel, length, buckets, levelCount, bits, stochastic, seed,
-        metaValues, codes, codeBytes);
+    TW_LAUNCH(quantizeWarpKernel<false>, blocks, threads, sharedBytes, s)
+    (residual, addend, scale, numel, length, buckets, levelCount, bits, stochastic, seed,
+     metaValues, codes, codeBytes);
   }
   return launched();
 }
 
 int launchPackCodes(const uint8_t* levels, int64_t numel, int bits, uint8_t* codes, void* stream) {
   if (numel == 0) return 0;
-  packKernel<<<blocksFor((numel + 7) / 8, kThreads), kThreads, 0,
-               static_cast<cudaStream_t>(stream)>>>(levels, numel, bits, codes);
+  TW_LAUNCH(packKernel, blocksFor((numel + 7) / 8, kThreads), kThreads, 0,
+            static_cast<cudaStream_t>(stream))
+  (levels, numel, bits, codes);
   return launched();
 }
 
@@ -377,11 +378,11 @@ int launchDequantizeAdd(const uint8_t* meta,
   auto s = static_cast<cudaStream_t>(stream);
   const float* metaValues = reinterpret_cast<const float*>(meta);
   if (aligned16(out)) {
-    dequantizeAddVectorKernel<<<blocksFor((numel + 3) / 4, kThreads), kThreads, 0, s>>>(
-        metaValues, codes, codeBytes, numel, bucket, bits, alpha, out);
+    TW_LAUNCH(dequantizeAddVectorKernel, blocksFor((numel + 3) / 4, kThreads), kThreads, 0, s)
+    (metaValues, codes, codeBytes, numel, bucket, bits, alpha, out);
   } else {
-    dequantizeAddKernel<<<blocksFor(numel, kThreads), kThreads, 0, s>>>(
-        metaValues, codes, codeBytes, numel, bucket, bits, alpha, out);
+    TW_LAUNCH(dequantizeAddKernel, blocksFor(numel, kThreads), kThreads, 0, s)
+    (metaValues, codes, codeBytes, numel, bucket, bits, alpha, out);
   }
   return launched();
 }

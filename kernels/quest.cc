@@ -67,7 +67,7 @@ void questBackwardInPlace(at::Tensor& gradient,
                           const QuestKernelOptions& options) {
   checkRows(gradient, options.hadamard, "quest gradient");
   if (mask.defined()) {
-    TW_CHECK(mask.is_cuda() && mask.scalar_type() == at::kBool && mask.is_contiguous() &&
+    TW_CHECK(onKernelDevice(mask) && mask.scalar_type() == at::kBool && mask.is_contiguous() &&
                  mask.sizes() == gradient.sizes(),
              "quest: the mask must be a contiguous bool CUDA tensor of the gradient's shape ",
              gradient.sizes(), ", got ", mask.toString(), " ", mask.sizes());

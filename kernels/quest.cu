@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(1024) forwardRegisterKernel(const float* input
 
 __global__ void __launch_bounds__(kThreads) forwardKernel(
     const float* input, QuestLaunch plan, float* values, bool* mask, int8_t* codes, float* steps) {
-  extern __shared__ float row[];
+  TW_DYNAMIC_SHARED(float, row);
   __shared__ double partial[kThreads];
   __shared__ float rowClip;
   __shared__ float rowStep;
@@ -213,7 +213,7 @@ __global__ void __launch_bounds__(kThreads) forwardKernel(
 
 __global__ void __launch_bounds__(kThreads)
     backwardKernel(float* gradient, const bool* mask, QuestLaunch plan) {
-  extern __shared__ float row[];
+  TW_DYNAMIC_SHARED(float, row);
   const int64_t d = plan.d;
   const int64_t base = static_cast<int64_t>(blockIdx.x) * d;
   for (int64_t j = threadIdx.x; j < d; j += blockDim.x) row[j] = gradient[base + j];
@@ -230,7 +230,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 __global__ void __launch_bounds__(kThreads) hadamardKernel(float* data, int64_t d, float scale) {
-  extern __shared__ float row[];
+  TW_DYNAMIC_SHARED(float, row);
   const int64_t base = static_cast<int64_t>(blockIdx.x) * d;
   for (int64_t j = threadIdx.x; j < d; j += blockDim.x) row[j] = data[base + j];
   __syncthreads();
@@ -263,15 +263,16 @@ int launchQuestForward(const float* input,
     const int64_t blocks = (plan.rows + rowsPerBlock - 1) / rowsPerBlock;
     const bool byteVectors =
         reinterpret_cast<uintptr_t>(mask) % 4 == 0 && reinterpret_cast<uintptr_t>(codes) % 4 == 0;
-    forwardRegisterKernel<<<static_cast<unsigned>(blocks), rowsPerBlock * rowThreads, 0,
-                            static_cast<cudaStream_t>(stream)>>>(
-        input, plan, rowsPerBlock, byteVectors, values, mask, codes, steps);
+    TW_LAUNCH(forwardRegisterKernel, static_cast<unsigned>(blocks), rowsPerBlock * rowThreads, 0,
+              static_cast<cudaStream_t>(stream))
+    (input, plan, rowsPerBlock, byteVectors, values, mask, codes, steps);
     return launched();
   }
   const int64_t bytes = plan.d * static_cast<int64_t>(sizeof(float));
   if (int error = allowSharedBytes(forwardKernel, bytes)) return error;
-  forwardKernel<<<static_cast<unsigned>(plan.rows), kThreads, bytes,
-                  static_cast<cudaStream_t>(stream)>>>(input, plan, values, mask, codes, steps);
+  TW_LAUNCH(forwardKernel, static_cast<unsigned>(plan.rows), kThreads, bytes,
+            static_cast<cudaStream_t>(stream))
+  (input, plan, values, mask, codes, steps);
   return launched();
 }
 
@@ -279,8 +280,9 @@ int launchQuestBackward(float* gradient, const bool* mask, const QuestLaunch& pl
   if (plan.rows == 0 || plan.d == 0) return 0;
   const int64_t bytes = plan.d * static_cast<int64_t>(sizeof(float));
   if (int error = allowSharedBytes(backwardKernel, bytes)) return error;
-  backwardKernel<<<static_cast<unsigned>(plan.rows), kThreads, bytes,
-                   static_cast<cudaStream_t>(stream)>>>(gradient, mask, plan);
+  TW_LAUNCH(backwardKernel, static_cast<unsigned>(plan.rows), kThreads, bytes,
+            static_cast<cudaStream_t>(stream))
+  (gradient, mask, plan);
   return launched();
 }
 
@@ -288,14 +290,16 @@ int launchBlockHadamard(float* data, int64_t rows, int64_t d, float hadamardScal
   if (rows == 0 || d == 0) return 0;
   if (d % kBlock == 0 && aligned16(data)) {
     const int64_t count = rows * d;
-    hadamardRegisterKernel<<<blocksFor(count / 4, kRegisterThreads), kRegisterThreads, 0,
-                             static_cast<cudaStream_t>(stream)>>>(data, count, hadamardScale);
+    TW_LAUNCH(hadamardRegisterKernel, blocksFor(count / 4, kRegisterThreads), kRegisterThreads, 0,
+              static_cast<cudaStream_t>(stream))
+    (data, count, hadamardScale);
     return launched();
   }
   const int64_t bytes = d * static_cast<int64_t>(sizeof(float));
   if (int error = allowSharedBytes(hadamardKernel, bytes)) return error;
-  hadamardKernel<<<static_cast<unsigned>(rows), kThreads, bytes,
-                   static_cast<cudaStream_t>(stream)>>>(data, d, hadamardScale);
+  TW_LAUNCH(hadamardKernel, static_cast<unsigned>(rows), kThreads, bytes,
+            static_cast<cudaStream_t>(stream))
+  (data, d, hadamardScale);
   return launched();
 }
 

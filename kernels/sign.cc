@@ -29,7 +29,7 @@ void checkPayload(const at::Tensor& payload, int64_t numel, const SignKernelOpti
   TW_CHECK(options.chunk >= 0 && options.chunk % 8 == 0,
            "sign: chunk must be 0 or a positive multiple of 8, got ", options.chunk);
   const int64_t bytes = expectedBytes(numel, options);
-  TW_CHECK(payload.defined() && payload.is_cuda() && payload.scalar_type() == at::kByte &&
+  TW_CHECK(payload.defined() && onKernelDevice(payload) && payload.scalar_type() == at::kByte &&
                payload.is_contiguous() && payload.numel() == bytes,
            "sign: payload must be ", bytes, " contiguous uint8 CUDA bytes for ", numel,
            " elements, got ", payload.defined() ? payload.toString() : std::string("undefined"));

@@ -264,11 +264,11 @@ int launchSignCompressChunked(float* residual,
   auto s = static_cast<cudaStream_t>(stream);
   float* scaleValues = reinterpret_cast<float*>(scales);
   if (aligned16(residual) && aligned16(addend)) {
-    chunkTileKernel<true><<<blocks, kThreads, 0, s>>>(residual, addend, scale, numel, length,
-                                                      chunksPerTile, l2, scaleValues, bits);
+    TW_LAUNCH(chunkTileKernel<true>, blocks, kThreads, 0, s)
+    (residual, addend, scale, numel, length, chunksPerTile, l2, scaleValues, bits);
   } else {
-    chunkTileKernel<false><<<blocks, kThreads, 0, s>>>(residual, addend, scale, numel, length,
-                                                       chunksPerTile, l2, scaleValues, bits);
+    TW_LAUNCH(chunkTileKernel<false>, blocks, kThreads, 0, s)
+    (residual, addend, scale, numel, length, chunksPerTile, l2, scaleValues, bits);
   }
   return launched();
 }
@@ -288,13 +288,13 @@ int launchSignCompressSegmented(float* residual,
   const int64_t segments = (numel + segmentLength - 1) / segmentLength;
   const int64_t blocksPerSegment = (segmentLength + kSumBlock - 1) / kSumBlock;
   const int64_t totalBlocks = segments * blocksPerSegment;
-  blockSumKernel<<<blocksFor(totalBlocks, kGroupsPerBlock), kThreads, 0, s>>>(
-      residual, addend, scale, numel, segmentLength, blocksPerSegment, totalBlocks, l2, blockSums);
+  TW_LAUNCH(blockSumKernel, blocksFor(totalBlocks, kGroupsPerBlock), kThreads, 0, s)
+  (residual, addend, scale, numel, segmentLength, blocksPerSegment, totalBlocks, l2, blockSums);
   float* scaleValues = reinterpret_cast<float*>(scales);
-  segmentScaleKernel<<<blocksFor(segments, kThreads), kThreads, 0, s>>>(
-      blockSums, numel, segmentLength, blocksPerSegment, segments, l2, scaleValues);
-  packKernel<<<blocksFor((numel + kLanes - 1) / kLanes, kThreads), kThreads, 0, s>>>(
-      residual, numel, segmentLength, scaleValues, bits);
+  TW_LAUNCH(segmentScaleKernel, blocksFor(segments, kThreads), kThreads, 0, s)
+  (blockSums, numel, segmentLength, blocksPerSegment, segments, l2, scaleValues);
+  TW_LAUNCH(packKernel, blocksFor((numel + kLanes - 1) / kLanes, kThreads), kThreads, 0, s)
+  (residual, numel, segmentLength, scaleValues, bits);
   return launched();
 }
 
@@ -309,11 +309,11 @@ int launchSignDecompressAdd(const uint8_t* scales,
   auto s = static_cast<cudaStream_t>(stream);
   const float* scaleValues = reinterpret_cast<const float*>(scales);
   if (aligned16(out)) {
-    decompressAddVectorKernel<<<blocksFor((numel + 3) / 4, kThreads), kThreads, 0, s>>>(
-        scaleValues, bits, numel, segmentLength, alpha, out);
+    TW_LAUNCH(decompressAddVectorKernel, blocksFor((numel + 3) / 4, kThreads), kThreads, 0, s)
+    (scaleValues, bits, numel, segmentLength, alpha, out);
   } else {
-    decompressAddKernel<<<blocksFor(numel, kThreads), kThreads, 0, s>>>(scaleValues, bits, numel,
-                                                                        segmentLength, alpha, out);
+    TW_LAUNCH(decompressAddKernel, blocksFor(numel, kThreads), kThreads, 0, s)
+    (scaleValues, bits, numel, segmentLength, alpha, out);
   }
   return launched();
 }

@@ -201,7 +201,7 @@ TopKSelection topKSelect(at::Tensor& residual,
 at::Tensor topKEmit(const TopKSelection& selection, bool fp16Values, at::Tensor& residual) {
   checkCudaFloat(residual, "top-k residual");
   const int64_t count = selection.indices.numel();
-  TW_CHECK(selection.values.numel() == count && (count == 0 || selection.indices.is_cuda()),
+  TW_CHECK(selection.values.numel() == count && (count == 0 || onKernelDevice(selection.indices)),
            "top-k emit: ", count, " indices and ", selection.values.numel(), " values");
   at::Tensor payload =
       at::empty({count * (4 + (fp16Values ? 2 : 4))}, residual.options().dtype(at::kByte));
@@ -218,8 +218,8 @@ void topKDecompressAdd(
     const at::Tensor& payload, int64_t count, bool fp16Values, float alpha, at::Tensor& out) {
   checkCudaFloat(out, "top-k decompressAdd output");
   if (count == 0) return;
-  TW_CHECK(payload.is_cuda() && payload.scalar_type() == at::kByte && payload.is_contiguous() &&
-               payload.numel() == count * (4 + (fp16Values ? 2 : 4)),
+  TW_CHECK(onKernelDevice(payload) && payload.scalar_type() == at::kByte &&
+               payload.is_contiguous() && payload.numel() == count * (4 + (fp16Values ? 2 : 4)),
            "top-k: payload must be ", count * (4 + (fp16Values ? 2 : 4)),
            " contiguous uint8 CUDA bytes, got ", payload.toString(), " of ", payload.numel());
   DeviceScope scope(out);

@@ -268,8 +268,9 @@ int launchSampleKeys(const float* residual,
                      int32_t* keys,
                      void* stream) {
   if (count == 0) return 0;
-  sampleKeysKernel<<<blocksFor(count, kThreads), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      residual, addend, scale, first, stride, count, keys);
+  TW_LAUNCH(sampleKeysKernel, blocksFor(count, kThreads), kThreads, 0,
+            static_cast<cudaStream_t>(stream))
+  (residual, addend, scale, first, stride, count, keys);
   return launched();
 }
 
@@ -284,16 +285,16 @@ int launchThresholdPass(float* residual,
                         int32_t* tileCounts,
                         void* stream) {
   if (numel == 0) return 0;
-  thresholdPassKernel<<<blocksFor(numel, kTopKTile), kPassThreads, 0,
-                        static_cast<cudaStream_t>(stream)>>>(residual, addend, scale, numel,
-                                                             thresholdKey, zeroCandidates,
-                                                             slotIndices, slotValues, tileCounts);
+  TW_LAUNCH(thresholdPassKernel, blocksFor(numel, kTopKTile), kPassThreads, 0,
+            static_cast<cudaStream_t>(stream))
+  (residual, addend, scale, numel, thresholdKey, zeroCandidates, slotIndices, slotValues,
+   tileCounts);
   return launched();
 }
 
 int launchScanTiles(const int32_t* tileCounts, int64_t tiles, int64_t* tileOffsets, void* stream) {
-  scanTilesKernel<<<1, kScanThreads, 0, static_cast<cudaStream_t>(stream)>>>(tileCounts, tiles,
-                                                                             tileOffsets);
+  TW_LAUNCH(scanTilesKernel, 1, kScanThreads, 0, static_cast<cudaStream_t>(stream))
+  (tileCounts, tiles, tileOffsets);
   return launched();
 }
 
@@ -306,23 +307,26 @@ int launchGatherTiles(const int32_t* slotIndices,
                       float* values,
                       void* stream) {
   if (tiles == 0) return 0;
-  gatherTilesKernel<<<static_cast<unsigned>(tiles), 128, 0, static_cast<cudaStream_t>(stream)>>>(
-      slotIndices, slotValues, tileCounts, tileOffsets, indices, values);
+  TW_LAUNCH(gatherTilesKernel, static_cast<unsigned>(tiles), 128, 0,
+            static_cast<cudaStream_t>(stream))
+  (slotIndices, slotValues, tileCounts, tileOffsets, indices, values);
   return launched();
 }
 
 int launchMagnitudeKeys(const float* values, int64_t count, int32_t* keys, void* stream) {
   if (count == 0) return 0;
-  magnitudeKeysKernel<<<blocksFor(count, kThreads), kThreads, 0,
-                        static_cast<cudaStream_t>(stream)>>>(values, count, keys);
+  TW_LAUNCH(magnitudeKeysKernel, blocksFor(count, kThreads), kThreads, 0,
+            static_cast<cudaStream_t>(stream))
+  (values, count, keys);
   return launched();
 }
 
 int launchScatter(
     float* residual, const int32_t* indices, const float* values, int64_t count, void* stream) {
   if (count == 0) return 0;
-  scatterKernel<<<blocksFor(count, kThreads), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      residual, indices, values, count);
+  TW_LAUNCH(scatterKernel, blocksFor(count, kThreads), kThreads, 0,
+            static_cast<cudaStream_t>(stream))
+  (residual, indices, values, count);
   return launched();
 }
 
@@ -334,8 +338,8 @@ int launchTopKEmit(const int32_t* indices,
                    uint8_t* payload,
                    void* stream) {
   if (count == 0) return 0;
-  emitKernel<<<blocksFor(count, kThreads), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      indices, values, count, fp16Values, residual, payload);
+  TW_LAUNCH(emitKernel, blocksFor(count, kThreads), kThreads, 0, static_cast<cudaStream_t>(stream))
+  (indices, values, count, fp16Values, residual, payload);
   return launched();
 }
 
@@ -348,9 +352,9 @@ int launchTopKDecompressAdd(const uint8_t* payload,
                             int32_t* badIndex,
                             void* stream) {
   if (count == 0) return 0;
-  decompressAddKernel<<<blocksFor(count, kThreads), kThreads, 0,
-                        static_cast<cudaStream_t>(stream)>>>(payload, count, fp16Values, alpha, out,
-                                                             numel, badIndex);
+  TW_LAUNCH(decompressAddKernel, blocksFor(count, kThreads), kThreads, 0,
+            static_cast<cudaStream_t>(stream))
+  (payload, count, fp16Values, alpha, out, numel, badIndex);
   return launched();
 }
 
@@ -370,8 +374,8 @@ int launchRadixSelect(const int32_t* keys,
       std::max<int64_t>(1, std::min<int64_t>(1024, (count + 16 * kThreads - 1) / (16 * kThreads))));
   for (int pass = 0; pass < kSelectPasses; ++pass) {
     int32_t* histogram = histograms + pass * kSelectBins;
-    selectHistogramKernel<<<blocks, kThreads, 0, s>>>(keys, count, pass, state, histogram);
-    selectDigitKernel<<<1, kSelectThreads, 0, s>>>(histogram, pass, rank, state);
+    TW_LAUNCH(selectHistogramKernel, blocks, kThreads, 0, s)(keys, count, pass, state, histogram);
+    TW_LAUNCH(selectDigitKernel, 1, kSelectThreads, 0, s)(histogram, pass, rank, state);
   }
   return launched();
 }
