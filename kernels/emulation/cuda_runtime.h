@@ -91,12 +91,27 @@ inline float __uint_as_float(unsigned bits) {
   std::memcpy(&value, &bits, sizeof value);
   return value;
 }
-// The host rounds every float operation to nearest even and never contracts (no FMA on the
-// x86-64 baseline): exactly what the _rn intrinsics ask of the device.
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fdiv_rn(float a, float b) { return a / b; }
+// The _rn intrinsics round each operation on its own, never fused into a multiply-add. Where the
+// emulated kernels are compiled to contract like nvcc (tests/kernels_emulated/CMakeLists.txt:
+// -mfma -ffp-contract=fast), a volatile result must be stored and read back, so the compiler
+// cannot fuse it with the next operation; plain a * b + c in a kernel is still fused, as on the
+// device.
+inline float __fmul_rn(float a, float b) {
+  volatile float result = a * b;
+  return result;
+}
+inline float __fadd_rn(float a, float b) {
+  volatile float result = a + b;
+  return result;
+}
+inline float __fsub_rn(float a, float b) {
+  volatile float result = a - b;
+  return result;
+}
+inline float __fdiv_rn(float a, float b) {
+  volatile float result = a / b;
+  return result;
+}
 
 // ---- runtime API ----
 enum cudaError_t : int {

@@ -26,9 +26,10 @@
 // use full masks).
 //
 // What it cannot check: memory ordering between blocks (they run one after another), timing, or
-// anything about speed. Floating-point results are the host's: an a * b + c written without the
-// rounding intrinsics (kernels/device_math.cuh) rounds twice here, but nvcc may fuse it into one
-// rounding on the device, so a missing intrinsic passes here and fails only on a GPU.
+// anything about speed. Floating-point results are the host's; where the CPU has FMA, the
+// emulated kernels are compiled to fuse a * b + c as nvcc does (tests/kernels_emulated), so an
+// expression written without the rounding helpers of kernels/device_math.cuh loses bit identity
+// here too, though the host compiler and nvcc need not fuse the very same expressions.
 //
 // Ownership: no state survives a launch except the order, the sticky launch error and the
 // shared-memory limits raised by cudaFuncSetAttribute.
