@@ -94,6 +94,29 @@ void expectSamePaths(compressors::Compressor& cpu,
   expectBitEqual(fromCpuPayload, cpuOut, context + " decompressAdd of the CPU payload");
 }
 
+struct Compressed {
+  Payload cpuPayload;
+  at::Tensor gpuResidual;
+};
+
+// The CPU compressor and the GPU path on the same residual without an addend: the same payload
+// and residual.
+Compressed expectSameCompression(compressors::Compressor& cpu,
+                                 const GpuPath& gpu,
+                                 const at::Tensor& residual,
+                                 const LayerParams& params,
+                                 const std::string& context) {
+  at::Tensor cpuResidual = residual.clone();
+  at::Tensor gpuResidual = residual.clone();
+  Payload cpuPayload;
+  Payload gpuPayload;
+  cpu.compress(cpuResidual, at::Tensor(), 1.0f, cpuPayload, params);
+  gpu.compress(gpuResidual, at::Tensor(), 1.0f, gpuPayload);
+  expectBitEqual(gpuPayload.data, cpuPayload.data, context + " payload");
+  expectBitEqual(gpuResidual, cpuResidual, context + " residual");
+  return {cpuPayload, gpuResidual};
+}
+
 GpuPath topKPath(const compressors::TopKOptions& options, const LayerParams& params) {
   return {[=](at::Tensor& r, const at::Tensor& a, float s, Payload& p) {
             compressors::compressTopKOnCuda(options, r, a, s, p, params);
@@ -183,15 +206,9 @@ TEST(EmulatedTopKTest, SampledAdaptationLowersTheThresholdLikeTheCpu) {
     at::Tensor residual = gradientLike(numel, 21);
     residual.index_put_(
         {at::arange(plan.first, plan.first + plan.count * plan.stride, plan.stride)}, 10.0f);
-    at::Tensor cpuResidual = residual.clone();
-    at::Tensor gpuResidual = residual.clone();
-    Payload cpuPayload;
-    Payload gpuPayload;
-    cpu.compress(cpuResidual, at::Tensor(), 1.0f, cpuPayload, params);
-    topKPath(options, params).compress(gpuResidual, at::Tensor(), 1.0f, gpuPayload);
-    expectBitEqual(gpuPayload.data, cpuPayload.data, "adapted payload" + order);
-    expectBitEqual(gpuResidual, cpuResidual, "adapted residual" + order);
-    EXPECT_GT(cpuPayload.data.numel(), plan.count * 8)
+    const Compressed adapted =
+        expectSameCompression(cpu, topKPath(options, params), residual, params, "adapted" + order);
+    EXPECT_GT(adapted.cpuPayload.data.numel(), plan.count * 8)
         << "the adaptation did not lower the threshold" << order;
   });
 }
@@ -205,14 +222,8 @@ TEST(EmulatedTopKTest, NanAndInfinityAreOrderedLikeTheCpu) {
     residual[10] = std::numeric_limits<float>::quiet_NaN();
     residual[20] = std::numeric_limits<float>::infinity();
     residual[30] = -std::numeric_limits<float>::infinity();
-    at::Tensor cpuResidual = residual.clone();
-    at::Tensor gpuResidual = residual.clone();
-    Payload cpuPayload;
-    Payload gpuPayload;
-    cpu.compress(cpuResidual, at::Tensor(), 1.0f, cpuPayload, params);
-    topKPath(options, params).compress(gpuResidual, at::Tensor(), 1.0f, gpuPayload);
-    expectBitEqual(gpuPayload.data, cpuPayload.data, "payload with NaN and inf" + order);
-    expectBitEqual(gpuResidual, cpuResidual, "residual with NaN and inf" + order);
+    expectSameCompression(cpu, topKPath(options, params), residual, params,
+                          "with NaN and inf" + order);
   });
 }
 
@@ -278,15 +289,9 @@ TEST(EmulatedQuantizeTest, ConstantBucketsDecodeExactly) {
   inBothOrders([](const std::string& order) {
     compressors::QuantizeCompressor cpu(compressors::QuantizeOptions{.bucket = 64});
     const LayerParams params{.bits = 4};
-    at::Tensor cpuResidual = at::full({1000}, 0.375f);
-    at::Tensor gpuResidual = at::full({1000}, 0.375f);
-    Payload cpuPayload;
-    Payload gpuPayload;
-    cpu.compress(cpuResidual, at::Tensor(), 1.0f, cpuPayload, params);
-    quantizePath(cpu, 1000, params).compress(gpuResidual, at::Tensor(), 1.0f, gpuPayload);
-    expectBitEqual(gpuPayload.data, cpuPayload.data, "constant payload" + order);
-    expectBitEqual(gpuResidual, cpuResidual, "constant residual" + order);
-    EXPECT_EQ(gpuResidual.abs().max().item<float>(), 0.0f) << order;
+    const Compressed constant = expectSameCompression(
+        cpu, quantizePath(cpu, 1000, params), at::full({1000}, 0.375f), params, "constant" + order);
+    EXPECT_EQ(constant.gpuResidual.abs().max().item<float>(), 0.0f) << order;
   });
 }
 
