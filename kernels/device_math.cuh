@@ -60,6 +60,36 @@ __device__ __forceinline__ float4 fusedP4(const float* residual,
                      addRn(r.z, mulRn(scale, a.z)), addRn(r.w, mulRn(scale, a.w)));
 }
 
+// The first `count` of the four floats from `source` into o, zeros after them: one 16-byte load
+// when all four are read and `vector` (source 16-byte aligned), else one load per element.
+__device__ __forceinline__ void loadFour(const float* source,
+                                         int64_t count,
+                                         bool vector,
+                                         float (&o)[4]) {
+  if (vector && count >= 4) {
+    const float4 v = *reinterpret_cast<const float4*>(source);
+    o[0] = v.x;
+    o[1] = v.y;
+    o[2] = v.z;
+    o[3] = v.w;
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) o[k] = k < count ? source[k] : 0.0f;
+}
+
+// The first `count` of the four floats of r to `target`, the same way.
+__device__ __forceinline__ void storeFour(float* target,
+                                          int64_t count,
+                                          bool vector,
+                                          const float (&r)[4]) {
+  if (vector && count >= 4) {
+    *reinterpret_cast<float4*>(target) = make_float4(r[0], r[1], r[2], r[3]);
+    return;
+  }
+  for (int k = 0; k < 4 && k < count; ++k) target[k] = r[k];
+}
+
 // a / b for a, b >= 0: 32-bit division when both fit (several times cheaper on the GPU than the
 // 64-bit one), else 64-bit.
 __device__ __forceinline__ int64_t indexDiv(int64_t a, int64_t b) {

@@ -188,11 +188,7 @@ __global__ void __launch_bounds__(kThreads) quantizeWarpKernel(float* residual,
         }
         if (e + q < length) quad |= static_cast<uint32_t>(level) << (q * bits);
       }
-      if (kVector && e + 4 <= length) {
-        *reinterpret_cast<float4*>(residual + start + e) = make_float4(r[0], r[1], r[2], r[3]);
-      } else {
-        for (int q = 0; q < 4 && e + q < length; ++q) residual[start + e + q] = r[q];
-      }
+      storeFour(residual + start + e, length - e, kVector, r);
     }
     const uint32_t highQuad = __shfl_down_sync(0xffffffffu, quad, 1);
     if (v < vectors && (v & 1) == 0) {
@@ -263,17 +259,8 @@ __global__ void dequantizeAddVectorKernel(const float* meta,
   int64_t bucketEnd = (k + 1) * bucket;
   float unit = meta[2 * k];
   float lowest = meta[2 * k + 1];
-  const bool whole = e + 4 <= numel;
-  float o[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  if (whole) {
-    const float4 o4 = *reinterpret_cast<const float4*>(out + e);
-    o[0] = o4.x;
-    o[1] = o4.y;
-    o[2] = o4.z;
-    o[3] = o4.w;
-  } else {
-    for (int q = 0; e + q < numel; ++q) o[q] = out[e + q];
-  }
+  float o[4];
+  loadFour(out + e, numel - e, true, o);
 #pragma unroll
   for (int q = 0; q < 4; ++q) {
     if (e + q >= numel) break;
@@ -286,11 +273,7 @@ __global__ void dequantizeAddVectorKernel(const float* meta,
     const uint32_t level = (quad >> (q * bits)) & mask;
     o[q] = addRn(o[q], mulRn(alpha, addRn(lowest, mulRn(static_cast<float>(level), unit))));
   }
-  if (whole) {
-    *reinterpret_cast<float4*>(out + e) = make_float4(o[0], o[1], o[2], o[3]);
-  } else {
-    for (int q = 0; e + q < numel; ++q) out[e + q] = o[q];
-  }
+  storeFour(out + e, numel - e, true, o);
 }
 
 int launched() { return static_cast<int>(cudaGetLastError()); }

@@ -113,11 +113,7 @@ __global__ void __launch_bounds__(kThreads) chunkTileKernel(float* residual,
         r[k] = subRn(p[k], positive ? scale : -scale);
         if (e + k < length) nibble |= static_cast<unsigned>(positive) << k;
       }
-      if (kVector && e + 4 <= length) {
-        *reinterpret_cast<float4*>(residual + tileStart + e) = make_float4(r[0], r[1], r[2], r[3]);
-      } else {
-        for (int k = 0; k < 4 && e + k < length; ++k) residual[tileStart + e + k] = r[k];
-      }
+      storeFour(residual + tileStart + e, length - e, kVector, r);
     }
     const unsigned high = __shfl_down_sync(0xffffffffu, nibble, 1);
     if (v < vectors && (v & 1) == 0) {
@@ -215,17 +211,8 @@ __global__ void decompressAddVectorKernel(const float* scales,
   int64_t segment = indexDiv(e, segmentLength);
   int64_t segmentEnd = (segment + 1) * segmentLength;
   float value = mulRn(alpha, scales[segment]);
-  const bool whole = e + 4 <= numel;
-  float o[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  if (whole) {
-    const float4 o4 = *reinterpret_cast<const float4*>(out + e);
-    o[0] = o4.x;
-    o[1] = o4.y;
-    o[2] = o4.z;
-    o[3] = o4.w;
-  } else {
-    for (int k = 0; e + k < numel; ++k) o[k] = out[e + k];
-  }
+  float o[4];
+  loadFour(out + e, numel - e, true, o);
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     if (e + k >= numel) break;
@@ -236,11 +223,7 @@ __global__ void decompressAddVectorKernel(const float* scales,
     }
     o[k] = addRn(o[k], (nibble >> k) & 1u ? value : -value);
   }
-  if (whole) {
-    *reinterpret_cast<float4*>(out + e) = make_float4(o[0], o[1], o[2], o[3]);
-  } else {
-    for (int k = 0; e + k < numel; ++k) out[e + k] = o[k];
-  }
+  storeFour(out + e, numel - e, true, o);
 }
 
 int launched() { return static_cast<int>(cudaGetLastError()); }
