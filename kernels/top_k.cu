@@ -90,6 +90,21 @@ __global__ void __launch_bounds__(kPassThreads) thresholdPassKernel(float* resid
   if (threadIdx.x == 0) tileCounts[blockIdx.x] = running;
 }
 
+// Hillis-Steele inclusive scan of one value per thread across the block: returns the sum of
+// `own` over threads 0..threadIdx.x. `sums` is shared memory of blockDim.x values; every thread
+// of the block must call it.
+__device__ int64_t blockInclusiveScan(int64_t* sums, int64_t own) {
+  sums[threadIdx.x] = own;
+  __syncthreads();
+  for (unsigned step = 1; step < blockDim.x; step *= 2) {
+    const int64_t add = threadIdx.x >= step ? sums[threadIdx.x - step] : 0;
+    __syncthreads();
+    sums[threadIdx.x] += add;
+    __syncthreads();
+  }
+  return sums[threadIdx.x];
+}
+
 __global__ void __launch_bounds__(kScanThreads)
     scanTilesKernel(const int32_t* tileCounts, int64_t tiles, int64_t* tileOffsets) {
   __shared__ int64_t sums[kScanThreads];
@@ -98,21 +113,13 @@ __global__ void __launch_bounds__(kScanThreads)
   const int64_t end = begin + per < tiles ? begin + per : tiles;
   int64_t own = 0;
   for (int64_t t = begin; t < end; ++t) own += tileCounts[t];
-  sums[threadIdx.x] = own;
-  __syncthreads();
-  // Hillis-Steele inclusive scan over the threads' sums.
-  for (int step = 1; step < kScanThreads; step *= 2) {
-    const int64_t add = threadIdx.x >= step ? sums[threadIdx.x - step] : 0;
-    __syncthreads();
-    sums[threadIdx.x] += add;
-    __syncthreads();
-  }
-  int64_t offset = sums[threadIdx.x] - own;
+  const int64_t inclusive = blockInclusiveScan(sums, own);
+  int64_t offset = inclusive - own;
   for (int64_t t = begin; t < end; ++t) {
     tileOffsets[t] = offset;
     offset += tileCounts[t];
   }
-  if (threadIdx.x == kScanThreads - 1) tileOffsets[tiles] = sums[threadIdx.x];
+  if (threadIdx.x == kScanThreads - 1) tileOffsets[tiles] = inclusive;
 }
 
 __global__ void gatherTilesKernel(const int32_t* slotIndices,
@@ -235,17 +242,9 @@ __global__ void __launch_bounds__(kSelectThreads)
   const int64_t first = high >= 0 ? histogram[high] : 0;
   const int64_t second = high >= 1 ? histogram[high - 1] : 0;
   const int64_t own = first + second;
-  sums[threadIdx.x] = own;
-  __syncthreads();
-  for (int step = 1; step < kSelectThreads; step *= 2) {
-    const int64_t add = threadIdx.x >= step ? sums[threadIdx.x - step] : 0;
-    __syncthreads();
-    sums[threadIdx.x] += add;
-    __syncthreads();
-  }
+  const int64_t before = blockInclusiveScan(sums, own) - own;
   const int64_t rank = pass == 0 ? initialRank : state[1];
   const uint32_t prefix = pass == 0 ? 0u : static_cast<uint32_t>(state[0]);
-  const int64_t before = sums[threadIdx.x] - own;
   __syncthreads();  // every thread has read state before one of them rewrites it
   if (own > 0 && before < rank && rank <= before + own) {
     const bool inFirst = rank <= before + first;
