@@ -324,8 +324,6 @@ int takeLaunchError() {
   return error;
 }
 
-void setLaunchError(int error) { gLaunchError = error; }
-
 void* dynamicSharedBytes() { return gLauncher->shared.data(); }
 
 void allowDynamicShared(const void* kernel, int bytes) { gSharedLimits[kernel] = bytes; }

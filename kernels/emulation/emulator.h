@@ -71,7 +71,6 @@ uint64_t warpCollective(Collective kind, unsigned mask, uint64_t bits, int argum
 
 // Sticky error of the last launch (cudaError_t values), read and cleared by cudaGetLastError.
 int takeLaunchError();
-void setLaunchError(int error);
 
 // Dynamic shared memory of the running launch (bytes given at launch), 16-byte aligned.
 void* dynamicSharedBytes();
