@@ -298,120 +298,79 @@ TEST(EmulatedQuantizeTest, ConstantBucketsDecodeExactly) {
 // A bad argument that the CPU compressor rejects with InvalidArgument is rejected the same way by
 // its GPU path (compressors/cuda_paths.h promises the same InvalidArgument cases).
 TEST(EmulatedErrorsTest, GpuPathsRejectWhatTheCpuRejects) {
-  struct Case {
-    std::string name;
-    std::function<void()> cpu;
-    std::function<void()> gpu;
-  };
   const int64_t numel = 1000;
-  const LayerParams topKParams{.ratio = 0.01};
-  const LayerParams fourBits{.bits = 4};
   compressors::TopKCompressor topK(compressors::TopKOptions{});
   compressors::SignCompressor sign(compressors::SignOptions{.chunk = 64});
   compressors::QuantizeCompressor quantize(compressors::QuantizeOptions{.bucket = 64});
-  const GpuPath topKGpu = topKPath({}, topKParams);
-  const GpuPath signGpu = signPath(sign, numel);
-  const GpuPath quantizeGpu = quantizePath(quantize, numel, fourBits);
-
-  // Valid payloads to corrupt, from the CPU side.
-  Payload topKPayload;
-  Payload signPayload;
-  Payload quantizePayload;
-  {
-    at::Tensor r = gradientLike(numel, 41);
-    topK.compress(r, at::Tensor(), 1.0f, topKPayload, topKParams);
-    r = gradientLike(numel, 41);
-    sign.compress(r, at::Tensor(), 1.0f, signPayload, {});
-    r = gradientLike(numel, 41);
-    quantize.compress(r, at::Tensor(), 1.0f, quantizePayload, fourBits);
-  }
-  auto shortened = [](const Payload& payload, int64_t bytes) {
-    Payload copy = payload;
-    copy.data = payload.data.narrow(0, 0, payload.data.numel() - bytes).clone();
-    return copy;
-  };
-  auto decompressInto = [](int64_t size, const std::function<void(at::Tensor&)>& run) {
-    return [size, run] {
-      at::Tensor out = at::zeros({size});
-      run(out);
-    };
-  };
-  auto compressWith = [](at::Tensor residual, at::Tensor addend,
-                         const std::function<void(at::Tensor&, const at::Tensor&)>& run) {
-    return [residual, addend, run]() mutable { run(residual, addend); };
-  };
-  const at::Tensor good = gradientLike(numel, 42);
-  const at::Tensor strided = gradientLike(2 * numel, 43).slice(0, 0, 2 * numel, 2);
-  const at::Tensor doubles = gradientLike(numel, 44).to(at::kDouble);
-  const at::Tensor shortAddend = gradientLike(numel - 1, 45);
-
-  std::vector<Case> cases;
-  cases.push_back(
-      {"top-k decompressAdd into the wrong size",
-       decompressInto(numel + 1,
-                      [&](at::Tensor& o) { topK.decompressAdd(topKPayload, o, 1.0f, topKParams); }),
-       decompressInto(numel + 1,
-                      [&](at::Tensor& o) { topKGpu.decompressAdd(topKPayload, o, 1.0f); })});
-  const Payload ragged = shortened(topKPayload, 3);
-  cases.push_back(
-      {"top-k payload of no whole number of entries",
-       decompressInto(numel,
-                      [&](at::Tensor& o) { topK.decompressAdd(ragged, o, 1.0f, topKParams); }),
-       decompressInto(numel, [&](at::Tensor& o) { topKGpu.decompressAdd(ragged, o, 1.0f); })});
-  const Payload oneLess = shortened(topKPayload, 8);
-  cases.push_back(
-      {"exact top-k payload with fewer than k entries",
-       decompressInto(numel,
-                      [&](at::Tensor& o) { topK.decompressAdd(oneLess, o, 1.0f, topKParams); }),
-       decompressInto(numel, [&](at::Tensor& o) { topKGpu.decompressAdd(oneLess, o, 1.0f); })});
-  const Payload signShort = shortened(signPayload, 1);
-  cases.push_back(
-      {"sign payload one byte short",
-       decompressInto(numel, [&](at::Tensor& o) { sign.decompressAdd(signShort, o, 1.0f, {}); }),
-       decompressInto(numel, [&](at::Tensor& o) { signGpu.decompressAdd(signShort, o, 1.0f); })});
-  const Payload quantizeShort = shortened(quantizePayload, 1);
-  cases.push_back(
-      {"quantize payload one byte short",
-       decompressInto(
-           numel, [&](at::Tensor& o) { quantize.decompressAdd(quantizeShort, o, 1.0f, fourBits); }),
-       decompressInto(numel,
-                      [&](at::Tensor& o) { quantizeGpu.decompressAdd(quantizeShort, o, 1.0f); })});
-  cases.push_back({"quantize decompressAdd into the wrong size",
-                   decompressInto(numel - 1,
-                                  [&](at::Tensor& o) {
-                                    quantize.decompressAdd(quantizePayload, o, 1.0f, fourBits);
-                                  }),
-                   decompressInto(numel - 1, [&](at::Tensor& o) {
-                     quantizeGpu.decompressAdd(quantizePayload, o, 1.0f);
-                   })});
-  struct Compressing {
+  struct Subject {
     std::string name;
     compressors::Compressor* cpu;
-    const GpuPath* gpu;
+    GpuPath gpu;
     LayerParams params;
+    Payload payload;  // a valid one, from the CPU, to corrupt
   };
-  for (const Compressing& c :
-       {Compressing{"top-k", &topK, &topKGpu, topKParams}, Compressing{"sign", &sign, &signGpu, {}},
-        Compressing{"quantize", &quantize, &quantizeGpu, fourBits}}) {
-    auto cpuCompress = [c](at::Tensor& r, const at::Tensor& a) {
-      Payload p;
-      c.cpu->compress(r, a, 1.0f, p, c.params);
-    };
-    auto gpuCompress = [c](at::Tensor& r, const at::Tensor& a) {
-      Payload p;
-      c.gpu->compress(r, a, 1.0f, p);
-    };
-    cases.push_back({c.name + " addend of another size",
-                     compressWith(good.clone(), shortAddend, cpuCompress),
-                     compressWith(good.clone(), shortAddend, gpuCompress)});
-    cases.push_back({c.name + " float64 residual", compressWith(doubles.clone(), {}, cpuCompress),
-                     compressWith(doubles.clone(), {}, gpuCompress)});
-    cases.push_back({c.name + " strided residual", compressWith(strided, {}, cpuCompress),
-                     compressWith(strided, {}, gpuCompress)});
+  const LayerParams topKParams{.ratio = 0.01};
+  const LayerParams fourBits{.bits = 4};
+  std::vector<Subject> subjects = {
+      {"top-k", &topK, topKPath({}, topKParams), topKParams, {}},
+      {"sign", &sign, signPath(sign, numel), {}, {}},
+      {"quantize", &quantize, quantizePath(quantize, numel, fourBits), fourBits, {}}};
+  for (Subject& subject : subjects) {
+    at::Tensor residual = gradientLike(numel, 41);
+    subject.cpu->compress(residual, at::Tensor(), 1.0f, subject.payload, subject.params);
   }
-  for (const Case& c : cases) {
-    EXPECT_THROW(c.cpu(), InvalidArgument) << c.name << " on the CPU";
-    EXPECT_THROW(c.gpu(), InvalidArgument) << c.name << " on the GPU path";
+
+  // Decoding a payload cut short by `cutBytes`, into an output of `outSize` elements.
+  struct BadDecode {
+    size_t subject;
+    std::string what;
+    int64_t cutBytes;
+    int64_t outSize;
+  };
+  for (const BadDecode& bad : {BadDecode{0, "into the wrong size", 0, numel + 1},
+                               BadDecode{0, "of no whole number of entries", 3, numel},
+                               BadDecode{0, "of fewer than k entries (exact)", 8, numel},
+                               BadDecode{1, "of a payload one byte short", 1, numel},
+                               BadDecode{2, "of a payload one byte short", 1, numel},
+                               BadDecode{2, "into the wrong size", 0, numel - 1}}) {
+    const Subject& subject = subjects[bad.subject];
+    Payload payload = subject.payload;
+    payload.data = payload.data.narrow(0, 0, payload.data.numel() - bad.cutBytes).clone();
+    const std::string context = subject.name + " decompressAdd " + bad.what;
+    at::Tensor cpuOut = at::zeros({bad.outSize});
+    at::Tensor gpuOut = at::zeros({bad.outSize});
+    EXPECT_THROW(subject.cpu->decompressAdd(payload, cpuOut, 1.0f, subject.params), InvalidArgument)
+        << context << " on the CPU";
+    EXPECT_THROW(subject.gpu.decompressAdd(payload, gpuOut, 1.0f), InvalidArgument)
+        << context << " on the GPU path";
+  }
+
+  // Compressing a residual or addend that no path takes; each side gets its own residual.
+  struct BadCompress {
+    std::string what;
+    std::function<at::Tensor()> residual;
+    at::Tensor addend;
+  };
+  const std::vector<BadCompress> badCompressions = {
+      {"an addend of another size", [&] { return gradientLike(numel, 42); },
+       gradientLike(numel - 1, 45)},
+      {"a float64 residual", [&] { return gradientLike(numel, 44).to(at::kDouble); }, {}},
+      {"a strided residual",
+       [&] { return gradientLike(2 * numel, 43).slice(0, 0, 2 * numel, 2); },
+       {}}};
+  for (const Subject& subject : subjects) {
+    for (const BadCompress& bad : badCompressions) {
+      const std::string context = subject.name + " compress of " + bad.what;
+      at::Tensor cpuResidual = bad.residual();
+      at::Tensor gpuResidual = bad.residual();
+      Payload cpuPayload;
+      Payload gpuPayload;
+      EXPECT_THROW(subject.cpu->compress(cpuResidual, bad.addend, 1.0f, cpuPayload, subject.params),
+                   InvalidArgument)
+          << context << " on the CPU";
+      EXPECT_THROW(subject.gpu.compress(gpuResidual, bad.addend, 1.0f, gpuPayload), InvalidArgument)
+          << context << " on the GPU path";
+    }
   }
 }
 
