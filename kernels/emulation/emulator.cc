@@ -328,7 +328,7 @@ void* dynamicSharedBytes() { return gLauncher->shared.data(); }
 
 void allowDynamicShared(const void* kernel, int bytes) { gSharedLimits[kernel] = bytes; }
 
-bool run(const void* kernel,
+void run(const void* kernel,
          int64_t blocks,
          int64_t threads,
          int64_t sharedBytes,
@@ -341,7 +341,7 @@ bool run(const void* kernel,
   if (blocks < 1 || blocks > 0x7fffffff || threads < 1 || threads > kMaxThreads ||
       sharedBytes < 0 || sharedBytes > sharedLimit) {
     gLaunchError = kInvalidConfiguration;
-    return false;
+    return;
   }
   Launcher launcher;
   launcher.fibers.resize(static_cast<size_t>(threads));
@@ -361,7 +361,6 @@ bool run(const void* kernel,
     throw;
   }
   gLauncher = nullptr;
-  return true;
 }
 
 }  // namespace thinwire::kernels::emulation

@@ -76,9 +76,9 @@ int takeLaunchError();
 void* dynamicSharedBytes();
 void allowDynamicShared(const void* kernel, int bytes);
 
-// Runs body on grid x block fibers; returns false (with the launch error set) when the
-// configuration would fail on the device. Throws std::logic_error for a kernel fault.
-bool run(const void* kernel,
+// Runs body on grid x block fibers. A configuration that would fail on the device sets the
+// launch error (cudaGetLastError) and runs nothing. Throws std::logic_error for a kernel fault.
+void run(const void* kernel,
          int64_t blocks,
          int64_t threads,
          int64_t sharedBytes,
