@@ -99,6 +99,10 @@ WorldInfo WorldInfo::fromEnvironment() {
     info.worldSize = readInt("OMPI_COMM_WORLD_SIZE").value_or(1);
     info.localRank = readInt("OMPI_COMM_WORLD_LOCAL_RANK").value_or(0);
     info.localSize = readInt("OMPI_COMM_WORLD_LOCAL_SIZE").value_or(1);
+  } else if (readVariable("OMPI_MCA_ess") == std::optional<std::string>("singleton")) {
+    // Open MPI's singleton: a process that called MPI_Init without mpirun (thinwire train
+    // CONFIG on its own). MPI_Init exports PMIX_RANK=0 into it, and no world size: it is alone.
+    info.launcher = "none";
   } else if (std::optional<int> rank = readInt("PMIX_RANK")) {
     // PMIx exports only the rank; the size must come from the launcher that wraps it.
     info.launcher = "mpirun";

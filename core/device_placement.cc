@@ -18,14 +18,7 @@ c10::Device trainingDevice(const TrainConfig& train) {
   }
   const int devices = static_cast<int>(at::getNumGPUs());
   if (devices < 1) TW_THROW(ConfigError, "train.device is cuda, but no CUDA device is visible");
-  // A singleton MPI process (thinwire train without mpirun) sets PMIX_RANK without a world size,
-  // which WorldInfo refuses; such a process is alone on its host.
-  int localRank = 0;
-  try {
-    localRank = comm::WorldInfo::fromEnvironment().localRank;
-  } catch (const InvalidArgument&) {
-    localRank = 0;
-  }
+  const int localRank = comm::WorldInfo::fromEnvironment().localRank;
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(localRank % devices));
 }
 

@@ -52,6 +52,13 @@ TEST(MpiTrainerTest, MpiRanksMatchThreadRanksAndOneLargeBatchRank) {
        "--set", "launch.ranks=1", "--set", "train.batch_per_rank=64"},
       log, 240);
   ASSERT_EQ(single.exitCode, 0) << single.output;
+  // `thinwire train CONFIG` without mpirun: the MPI backend in a world of one (Open MPI's
+  // singleton), the same run as `single`.
+  ProcessResult singleton =
+      runCommand({thinwireBinary(), "train", config, "--set", "run.name=singleton", "--set",
+                  "launch.ranks=1", "--set", "train.batch_per_rank=64"},
+                 log, 240);
+  ASSERT_EQ(singleton.exitCode, 0) << singleton.output;
 
   const auto a = trainLosses((dir / "runs" / "mpi" / "metrics.jsonl").string());
   const auto b = trainLosses((dir / "runs" / "local" / "metrics.jsonl").string());
@@ -59,6 +66,7 @@ TEST(MpiTrainerTest, MpiRanksMatchThreadRanksAndOneLargeBatchRank) {
   ASSERT_EQ(a.size(), 30U);
   ASSERT_EQ(b.size(), 30U);
   ASSERT_EQ(c.size(), 30U);
+  EXPECT_EQ(trainLosses((dir / "runs" / "singleton" / "metrics.jsonl").string()), c);
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_NEAR(a[i], b[i], 1e-4 * std::max(1.0, b[i])) << "step " << i + 1;
     EXPECT_NEAR(a[i], c[i], 1e-4 * std::max(1.0, c[i])) << "step " << i + 1;

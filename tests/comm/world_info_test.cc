@@ -18,6 +18,7 @@ const char* const kLauncherVariables[] = {"OMPI_COMM_WORLD_RANK",
                                           "OMPI_COMM_WORLD_LOCAL_RANK",
                                           "OMPI_COMM_WORLD_LOCAL_SIZE",
                                           "PMIX_RANK",
+                                          "OMPI_MCA_ess",
                                           "SLURM_PROCID",
                                           "SLURM_NTASKS",
                                           "SLURM_LOCALID",
@@ -79,6 +80,21 @@ TEST_F(WorldInfoTest, ReadsPmixRankWithTheSizeFromSlurm) {
 TEST_F(WorldInfoTest, RejectsPmixRankWithoutAWorldSize) {
   set("PMIX_RANK", "2");
   EXPECT_THROW(WorldInfo::fromEnvironment(), InvalidArgument);
+}
+
+// What MPI_Init exports into a process started without mpirun (Open MPI 4.1).
+TEST_F(WorldInfoTest, OpenMpiSingletonIsAWorldOfOne) {
+  set("PMIX_RANK", "0");
+  set("OMPI_MCA_ess", "singleton");
+  WorldInfo info = WorldInfo::fromEnvironment();
+  EXPECT_EQ(info.rank, 0);
+  EXPECT_EQ(info.worldSize, 1);
+  EXPECT_EQ(info.localSize, 1);
+  EXPECT_EQ(info.launcher, "none");
+  // Under mpirun the launcher's variables still decide.
+  set("OMPI_COMM_WORLD_RANK", "1");
+  set("OMPI_COMM_WORLD_SIZE", "2");
+  EXPECT_EQ(WorldInfo::fromEnvironment().worldSize, 2);
 }
 
 TEST_F(WorldInfoTest, ReadsSlurmVariablesAndTasksPerNode) {
