@@ -299,6 +299,16 @@ std::vector<KeySpec> buildSchema() {
                   "`train.steps`.")
                   .atLeast(0));
   s.push_back(KeySpec(
+                  "train.stop_check_every",
+                  [](Config& c) -> FieldRef { return &c.train.stopCheckEvery; },
+                  "Steps between the ranks' agreements on a stop request: a rank that gets "
+                  "SIGTERM, SIGUSR1 or SIGINT finishes its step, and at the next multiple of this "
+                  "every rank writes a checkpoint and exits with status 75 (docs/reliability.md, "
+                  "\"Stopping on a signal\"); a second signal ends the process at once. Each "
+                  "agreement is one 4-byte allreduce. 0 = no agreement: a signal ends the process "
+                  "at once, as without thinwire's handler.")
+                  .atLeast(0));
+  s.push_back(KeySpec(
                   "train.nonfinite", [](Config& c) -> FieldRef { return &c.train.nonfinite; },
                   "NaN or Inf in any rank's gradient, found after backward and before any "
                   "error-feedback, compressor or optimizer state is updated, agreed by all ranks: "

@@ -72,6 +72,7 @@ struct TrainConfig {
   int64_t threads = 1;           // train.threads: intra-op threads per rank
   std::string device = "cpu";    // train.device: cpu|cuda, where model, batches and optimizer live
   int64_t stopAfter = 0;         // train.stop_after: stop (checkpointed) after this step; 0 = off
+  int64_t stopCheckEvery = 10;   // train.stop_check_every: steps between stop-request agreements
 
   // train.nonfinite: stop|skip|off, what NaN/Inf in a gradient does (core/nonfinite.h)
   std::string nonfinite = "stop";

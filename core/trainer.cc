@@ -128,7 +128,8 @@ struct Trainer::State {
                  .worldSize = comm.worldSize(),
                  .seed = c.run.seed}),
         schedule(scheduleOptions(c)),
-        timeout(timeoutOf(c.comm)) {
+        timeout(timeoutOf(c.comm)),
+        stopRequested(options.stopRequested) {
     for (const auto& item : model->named_parameters(/*recurse=*/true)) {
       parameters.push_back({item.key(), item.value()});
     }
@@ -341,6 +342,7 @@ struct Trainer::State {
   std::unique_ptr<optim::Optimizer> optimizer;
   NonFinitePolicy nonfinite = parseNonFinitePolicy(config.train.nonfinite);
   int64_t step = 0;                     // the step being trained (0-based), for hooks
+  std::function<int()> stopRequested;   // TrainerOptions::stopRequested; may be empty
   std::unique_ptr<ControlPlane> plane;  // before engine and sync, which borrow its timeline
   std::unique_ptr<compressors::CompressionEngine> engine;  // null: plain averaging
   std::unique_ptr<GradSync> sync;
@@ -638,7 +640,24 @@ TrainResult Trainer::run() {
     ++windowSteps;
 
     const int64_t done = step + 1;
-    const bool last = done == lastStep;
+    bool last = done == lastStep;
+    const int64_t checkEvery = config.train.stopCheckEvery;
+    if (!last && checkEvery > 0 && done % checkEvery == 0) {
+      // Note [Stop requests]: every rank takes part, asked or not.
+      const int signal = s.stopRequested ? s.stopRequested() : 0;
+      s.plane->setActivity(std::string(comm::kCollectiveActivity) + "stop request agreement" +
+                           stepText);
+      const double asked = s.sumOverRanks({signal != 0 ? 1.0 : 0.0})[0];
+      if (asked > 0) {
+        last = true;
+        result.stoppedOnRequest = true;
+        if (leader) {
+          progress.close();
+          s.log.warn("stop requested on ", static_cast<int64_t>(asked), " of ", s.comm.worldSize(),
+                     " ranks: every rank stops after step ", done, " with a checkpoint");
+        }
+      }
+    }
     if (leader && s.engine && s.engine->adaptive() &&
         s.engine->layerwiseStatus().report.lastSolveStep == step) {
       metrics.write(s.layerwiseRecord().add("kind", "layerwise").add("step", done));
@@ -724,6 +743,10 @@ TrainResult Trainer::run() {
       s.saveCheckpoint(done);
       windowClock.reset();
       windowSteps = 0;
+    }
+    if (result.stoppedOnRequest) {
+      step = done;
+      break;
     }
   }
   if (leader) progress.close();

@@ -76,8 +76,11 @@ struct TrainResult {
   double xzBitsPerByte = -1;
   int64_t startStep = 0;      // steps already done when run() began (resume)
   int64_t lastStep = 0;       // steps done when run() returned
-  bool stoppedEarly = false;  // train.stop_after ended the run
-  std::string resumedFrom;    // checkpoint directory, "" for a fresh start
+  bool stoppedEarly = false;  // the run ended before train.steps (stop_after or a stop request)
+  // A stop request (TrainerOptions::stopRequested) on any rank ended the run, checkpointed;
+  // identical on every rank.
+  bool stoppedOnRequest = false;
+  std::string resumedFrom;  // checkpoint directory, "" for a fresh start
   StepTimes times;
   GradSyncStats sync;
   // Steps dropped by train.nonfinite: skip (identical on every rank).
@@ -92,6 +95,10 @@ struct TrainerOptions {
   // report naming the silent rank and what this rank is in. Unset: no watchdog (threads as
   // ranks, where a dead rank takes the whole process with it).
   std::function<void(const std::string& report)> onPeerFailure;
+  // Whether this process has been asked to stop (a signal caught in launch/main.cc): the signal
+  // number, 0 for none. Every train.stop_check_every steps the ranks agree (Note [Stop
+  // requests]). Unset: never asked.
+  std::function<int()> stopRequested;
   // Fault injection for tests: every parameter's gradient passes through it as backward
   // produces it, before gradient sync and the non-finite check see it; `step` is 0-based.
   std::function<at::Tensor(int64_t step, const std::string& parameter, const at::Tensor& grad)>
@@ -114,7 +121,8 @@ class Trainer {
   Trainer(const Config& config, comm::Communicator& comm, Logger& log, TrainerOptions options = {});
   ~Trainer();
 
-  // Trains to config.train.steps (or train.stop_after), resuming first if configured. Collective:
+  // Trains to config.train.steps (or train.stop_after, or a stop request), resuming first if
+  // configured. Collective:
   // every rank must call it. Throws CommError/TimeoutError when a peer fails, DataError for a
   // corrupt checkpoint.
   TrainResult run();
@@ -147,6 +155,16 @@ std::string runDirectory(const Config& config);
 // own. With more ranks than cores (4 ranks on 2 cores), an MPI collective's progress loop takes
 // cycles from the other ranks' backward; measured on fmnist-mlp, 4 ranks on 2 cores, over shared
 // memory: 0.19 s per step with overlap, 0.17 s without (docs/benchmarks.md).
+
+// Note [Stop requests]
+// A signal reaches the ranks of a job at different moments (mpirun forwards SIGUSR1 rank by rank;
+// SLURM signals every task), so no rank may stop on its own: the others would wait in the next
+// collective until their timeout. A rank only records the request. After every
+// train.stop_check_every-th step all ranks sum their "asked" flags in one small allreduce, at the
+// same steps whatever the timing; if any rank was asked, every rank logs the step, writes the
+// checkpoint of that step (the same atomic checkpoint as train.stop_after) and returns, and
+// `thinwire train` exits with status 75 (EX_TEMPFAIL: try again later). train.resume: auto then
+// continues bit for bit. The delay is at most stop_check_every steps plus the checkpoint.
 
 // Note [Optimizer overlap]
 // Buckets finish in order, and SGD and Adam update every parameter independently, so a bucket's

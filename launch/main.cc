@@ -15,7 +15,8 @@
 //   thinwire print-config CONFIG [--set ...]         the effective config, every key
 //   thinwire status HOST:PORT                        a running job's live metrics (comm.status)
 //
-// Exit codes: 0 success, 1 runtime failure (data, communication, timeout), 2 bad usage or config.
+// Exit codes: 0 success, 1 runtime failure (data, communication, timeout), 2 bad usage or config,
+// 75 `train` stopped on a signal with a checkpoint (resume with train.resume: auto).
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <unistd.h>
@@ -35,6 +36,7 @@
 #include "base/crash_report.h"
 #include "base/error.h"
 #include "base/logging.h"
+#include "base/stop_signal.h"
 #include "bench/comm_bench.h"
 #include "bench/kernel_bench.h"
 #include "comm/local/local_communicator.h"
@@ -64,6 +66,8 @@ commands:
       Train as one rank of a job (start it with `thinwire launch`, mpirun or srun).
       With comm.backend: local, runs launch.ranks ranks as threads in this process; with
       comm.backend: tcp, needs no MPI: start the ranks any way, with THINWIRE_STORE=HOST:PORT.
+      SIGTERM, SIGUSR1 or SIGINT: every rank stops with a checkpoint within
+      train.stop_check_every steps and exits with status 75.
   launch CONFIG [-n N] [--hostfile FILE] [--dry-run] [--set path=value]...
       Build the mpirun command from the config's launch section, print it and run it.
   bench comm [--sizes 4K,64M,...] [--collectives allreduce,allgather,...] [--iterations N]
@@ -98,6 +102,8 @@ Config keys are documented in docs/config.md; --set uses the same dotted paths.
 
 // Exit code of a rank whose watchdog found a silent peer (a runtime failure, as in the header).
 constexpr int kExitPeerFailure = 1;
+// Exit code of `train` stopped on a signal, checkpointed (EX_TEMPFAIL: try again later).
+constexpr int kExitStoppedOnSignal = 75;
 
 struct UsageError : Error {
   using Error::Error;
@@ -196,8 +202,13 @@ core::TrainerOptions watchdogOptions(const core::Config& config, Logger& log, in
 int runRank(const core::Config& config,
             comm::Communicator& comm,
             Logger& log,
-            const core::TrainerOptions& options) {
+            core::TrainerOptions options) {
   setErrorRank(comm.rank());
+  if (config.train.stopCheckEvery > 0) {
+    // After the communicator (MPI_Init) is up; Note [Stop requests] in core/trainer.h.
+    installStopSignals("thinwire");
+    options.stopRequested = [] { return stopSignal(); };
+  }
   try {
     core::Trainer trainer(config, comm, log, options);
     core::TrainResult result = trainer.run();
@@ -207,7 +218,12 @@ int runRank(const core::Config& config,
       log.info("per step (rank 0): data ", t.data / steps, " s, forward ", t.forward / steps,
                " s, backward ", t.backward / steps, " s, sync wait ", t.syncWait / steps,
                " s, optimizer ", t.optimizer / steps, " s, total ", t.total / steps, " s");
-      if (result.stoppedEarly) {
+      if (result.stoppedOnRequest) {
+        std::printf(
+            "stopped at step %lld on a signal, checkpointed; resume with train.resume: "
+            "auto\n",
+            static_cast<long long>(result.lastStep));
+      } else if (result.stoppedEarly) {
         std::printf("stopped at step %lld (train.stop_after); resume with train.resume: auto\n",
                     static_cast<long long>(result.lastStep));
       } else if (result.finalTestAccuracy >= 0) {
@@ -215,7 +231,7 @@ int runRank(const core::Config& config,
       }
       std::fflush(stdout);
     }
-    return 0;
+    return result.stoppedOnRequest ? kExitStoppedOnSignal : 0;
   } catch (const core::NonFiniteGradientError& e) {
     // Every rank agreed on this error and throws it at the same step: no abort needed, and
     // none wanted (an abort would cut the other ranks' reports short).

@@ -8,8 +8,9 @@
 # configuration in a temporary directory: one node "localhost" with 4 CPU slots, one partition.
 # Submits train.sbatch (fmnist-mlp, 4 ranks on the one node, a few steps) with `sbatch --wait`
 # and checks: the job's exit code is 0, SLURM records it COMPLETED, the output names 4 ranks
-# and ends with the trainer's final line. A second job with a bad config must fail with a
-# non-zero exit and state FAILED. The daemons are stopped and everything is removed on exit,
+# and ends with the trainer's final line. A second job gets SIGUSR1 (scancel --batch, as
+# --signal=B:USR1 would) and must stop with a checkpoint and exit 75. A third job with a bad
+# config must fail with a non-zero exit and state FAILED. The daemons are stopped and everything is removed on exit,
 # whatever happens. Every wait is bounded.
 set -euo pipefail
 
@@ -170,6 +171,39 @@ grep -q "^final test_acc=0\.[0-9]" <<<"$out" ||
 ls "$work"/runs/*/metrics.jsonl >/dev/null 2>&1 ||
   { echo "slurm_tier.sh: FAIL: the job wrote no metrics" >&2; exit 1; }
 
+# A job told to stop, as `#SBATCH --signal=B:USR1@120` in train.sbatch does near the time limit:
+# SIGUSR1 to the batch step, whose shell train.sbatch replaced with the launcher (exec), which
+# passes it to every rank. Every rank stops at a train.stop_check_every step with a checkpoint and
+# the job exits 75 (docs/reliability.md, "Stopping on a signal").
+stop_dir=$work/runs/stop
+(set +e
+  submit stop examples/fmnist_mlp.yaml --set train.steps=100000 --set train.eval_every=0 \
+  --set train.checkpoint_every=0 --set train.resume=never --set run.progress=false \
+  --set run.name=stop --set run.output_dir="$work/runs" >"$work/stop.id"
+  echo $? >"$work/stop.rc") &
+deadline=$((SECONDS + 180))
+until [[ -s $stop_dir/metrics.jsonl && $(wc -l <"$stop_dir/metrics.jsonl") -ge 2 ]]; do
+  ((SECONDS < deadline)) || { echo "slurm_tier.sh: FAIL: the stop job did not train" >&2; exit 1; }
+  sleep 0.5
+done
+stop_id=$(cut -d';' -f1 "$work/stop.id")
+[[ -n $stop_id ]] || { echo "slurm_tier.sh: FAIL: no id for the stop job" >&2; exit 1; }
+in_ns scancel --batch --signal=USR1 "$stop_id"
+deadline=$((SECONDS + 120))
+until [[ -s $work/stop.rc ]]; do
+  ((SECONDS < deadline)) || { echo "slurm_tier.sh: FAIL: the stop job did not end within 120 s of SIGUSR1" >&2; exit 1; }
+  sleep 0.5
+done
+stop_rc=$(cat "$work/stop.rc")
+stop_out=$(cat "$work"/out/stop-*.out 2>/dev/null || true)
+[[ $stop_rc -eq 75 ]] || { echo "slurm_tier.sh: FAIL: the stop job exited $stop_rc, not 75" >&2; exit 1; }
+stop_step=$(sed -n 's/^stopped at step \([0-9]*\) on a signal.*/\1/p' <<<"$stop_out" | head -1)
+[[ -n $stop_step ]] || { echo "slurm_tier.sh: FAIL: no 'stopped at step' line" >&2; exit 1; }
+[[ -d $stop_dir/checkpoints/$(printf 'step-%08d' "$stop_step") ]] ||
+  { echo "slurm_tier.sh: FAIL: no checkpoint of step $stop_step" >&2; exit 1; }
+[[ $(grep -c "SIGUSR1: stopping with a checkpoint" <<<"$stop_out") -eq 4 ]] ||
+  { echo "slurm_tier.sh: FAIL: not every rank got SIGUSR1" >&2; exit 1; }
+
 set +e
 bad_id=$(submit bad examples/fmnist_mlp.yaml --set optim.lr=-1)
 bad_rc=$?
@@ -181,4 +215,6 @@ bad_id=${bad_id%%;*}
 grep -q "optim.lr" "$work"/out/bad-*.out ||
   { echo "slurm_tier.sh: FAIL: the bad job's output does not name the bad key" >&2; exit 1; }
 
-echo "slurm_tier.sh: PASS: job $good_id COMPLETED (exit 0:0, 4 ranks, $launcher); job $bad_id FAILED as it should (exit $bad_rc)"
+echo "slurm_tier.sh: PASS: job $good_id COMPLETED (exit 0:0, 4 ranks, $launcher); job $stop_id" \
+  "stopped on SIGUSR1 at step $stop_step with a checkpoint (exit 75); job $bad_id FAILED as it" \
+  "should (exit $bad_rc)"

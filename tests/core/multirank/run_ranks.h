@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <exception>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -49,7 +50,10 @@ inline Config smallConfig(const std::string& outputDir, const std::string& name)
 }
 
 // Runs `config` on `ranks` threads; returns rank 0's result (every rank's must agree).
-inline TrainResult runRanks(const Config& config, int ranks) {
+// `optionsFor(rank)`, when given, supplies each rank's TrainerOptions.
+inline TrainResult runRanks(const Config& config,
+                            int ranks,
+                            const std::function<TrainerOptions(int rank)>& optionsFor = {}) {
   auto world = comm::makeLocalWorld(ranks);
   std::vector<TrainResult> results(ranks);
   std::vector<std::exception_ptr> errors(ranks);
@@ -58,7 +62,7 @@ inline TrainResult runRanks(const Config& config, int ranks) {
     threads.emplace_back([&, r] {
       try {
         Logger log({.rank = r, .level = LogLevel::kWarn});
-        Trainer trainer(config, *world[r], log);
+        Trainer trainer(config, *world[r], log, optionsFor ? optionsFor(r) : TrainerOptions{});
         results[r] = trainer.run();
       } catch (...) {
         errors[r] = std::current_exception();
@@ -84,6 +88,8 @@ inline TrainResult runRanks(const Config& config, int ranks) {
     for (size_t i = 0; i < results[0].steps.size() && i < results[r].steps.size(); ++i) {
       EXPECT_EQ(results[r].steps[i].loss, results[0].steps[i].loss) << "rank " << r;
     }
+    EXPECT_EQ(results[r].lastStep, results[0].lastStep) << "rank " << r;
+    EXPECT_EQ(results[r].stoppedOnRequest, results[0].stoppedOnRequest) << "rank " << r;
   }
   return results[0];
 }

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -114,6 +115,61 @@ TEST_F(TrainerTest, ResumedRunRepeatsTheUninterruptedLossesBitForBit) {
         << "step " << second.steps[i].step;  // bitwise: EXPECT_EQ on doubles
   }
   EXPECT_EQ(second.finalTestLoss, uninterrupted.finalTestLoss);
+}
+
+// Note [Stop requests]: one rank asked to stop (as by a signal) after its 13th step; every rank
+// stops after step 15, the next multiple of stop_check_every, with a checkpoint, and resuming
+// from it repeats the uninterrupted run bit for bit.
+TEST_F(TrainerTest, AStopRequestOnOneRankStopsEveryRankAtTheNextCheckWithACheckpoint) {
+  Config full = smallConfig(dir_.string(), "uninterrupted");
+  full.train.steps = 30;
+  full.train.stopCheckEvery = 5;
+  const TrainResult uninterrupted = runRanks(full, 3);
+  ASSERT_EQ(uninterrupted.steps.size(), 30U);
+  EXPECT_FALSE(uninterrupted.stoppedOnRequest);
+
+  Config split = full;
+  split.run.name = "stopped";
+  // Rank 1 answers "asked" from its third poll on, the others never do; every rank must be
+  // polled after steps 5, 10 and 15 only, or the agreement's collectives would not line up.
+  std::vector<std::atomic<int>> polls(3);
+  const TrainResult stopped = runRanks(split, 3, [&](int rank) {
+    TrainerOptions options;
+    options.stopRequested = [&, rank] { return ++polls[rank] >= 3 && rank == 1 ? 15 : 0; };
+    return options;
+  });
+  EXPECT_TRUE(stopped.stoppedOnRequest);
+  EXPECT_TRUE(stopped.stoppedEarly);
+  EXPECT_EQ(stopped.lastStep, 15);
+  for (int rank = 0; rank < 3; ++rank) EXPECT_EQ(polls[rank].load(), 3) << "rank " << rank;
+  ASSERT_EQ(stopped.steps.size(), 15U);
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "stopped" / "checkpoints" / "step-00000015"));
+
+  split.train.resume = "auto";
+  const TrainResult resumed = runRanks(split, 3);
+  EXPECT_EQ(resumed.startStep, 15);
+  EXPECT_FALSE(resumed.stoppedOnRequest);
+  ASSERT_EQ(resumed.steps.size(), 15U);
+  for (size_t i = 0; i < resumed.steps.size(); ++i) {
+    EXPECT_EQ(resumed.steps[i].loss, uninterrupted.steps[15 + i].loss)
+        << "step " << resumed.steps[i].step;
+  }
+  EXPECT_EQ(resumed.finalTestLoss, uninterrupted.finalTestLoss);
+
+  // train.stop_check_every 0: nobody is polled, the request is never seen.
+  Config unchecked = full;
+  unchecked.run.name = "unchecked";
+  unchecked.train.steps = 12;
+  unchecked.train.stopCheckEvery = 0;
+  std::atomic<int> uncheckedPolls{0};
+  const TrainResult ignored = runRanks(unchecked, 2, [&](int) {
+    TrainerOptions options;
+    options.stopRequested = [&] { return ++uncheckedPolls, 15; };
+    return options;
+  });
+  EXPECT_EQ(ignored.lastStep, 12);
+  EXPECT_FALSE(ignored.stoppedOnRequest);
+  EXPECT_EQ(uncheckedPolls.load(), 0);
 }
 
 TEST_F(TrainerTest, CorruptCheckpointIsRefusedWithAClearError) {
