@@ -166,11 +166,9 @@ TEST(FaultTest, SignalledJobStopsWithACheckpointAndResumes) {
   EXPECT_EQ(secondStop % 7, 0);
 
   // 3. Resumed again, to a planned stop three steps on: it starts where the signal stopped it.
-  ProcessResult third =
-      runCommand({THINWIRE_MPIEXEC, "-n", "4", "--oversubscribe", "--allow-run-as-root",
-                  "--bind-to", "none", thinwireBinary(), "train", config, "--set",
-                  "train.stop_after=" + std::to_string(secondStop + 3)},
-                 log, 120);
+  std::vector<std::string> planned = job;
+  planned.insert(planned.end(), {"--set", "train.stop_after=" + std::to_string(secondStop + 3)});
+  ProcessResult third = runCommand(planned, log, 120);
   EXPECT_EQ(third.exitCode, 0) << third.output;
   EXPECT_NE(third.output.find(" at step " + std::to_string(secondStop) + "\n"), std::string::npos)
       << third.output;
