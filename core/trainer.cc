@@ -342,7 +342,7 @@ struct Trainer::State {
   std::unique_ptr<optim::Optimizer> optimizer;
   NonFinitePolicy nonfinite = parseNonFinitePolicy(config.train.nonfinite);
   int64_t step = 0;                     // the step being trained (0-based), for hooks
-  std::function<int()> stopRequested;   // TrainerOptions::stopRequested; may be empty
+  std::function<bool()> stopRequested;  // TrainerOptions::stopRequested; may be empty
   std::unique_ptr<ControlPlane> plane;  // before engine and sync, which borrow its timeline
   std::unique_ptr<compressors::CompressionEngine> engine;  // null: plain averaging
   std::unique_ptr<GradSync> sync;
@@ -644,10 +644,10 @@ TrainResult Trainer::run() {
     const int64_t checkEvery = config.train.stopCheckEvery;
     if (!last && checkEvery > 0 && done % checkEvery == 0) {
       // Note [Stop requests]: every rank takes part, asked or not.
-      const int signal = s.stopRequested ? s.stopRequested() : 0;
+      const bool askedHere = s.stopRequested && s.stopRequested();
       s.plane->setActivity(std::string(comm::kCollectiveActivity) + "stop request agreement" +
                            stepText);
-      const double asked = s.sumOverRanks({signal != 0 ? 1.0 : 0.0})[0];
+      const double asked = s.sumOverRanks({askedHere ? 1.0 : 0.0})[0];
       if (asked > 0) {
         last = true;
         result.stoppedOnRequest = true;

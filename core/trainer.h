@@ -95,10 +95,10 @@ struct TrainerOptions {
   // report naming the silent rank and what this rank is in. Unset: no watchdog (threads as
   // ranks, where a dead rank takes the whole process with it).
   std::function<void(const std::string& report)> onPeerFailure;
-  // Whether this process has been asked to stop (a signal caught in launch/main.cc): the signal
-  // number, 0 for none. Every train.stop_check_every steps the ranks agree (Note [Stop
-  // requests]). Unset: never asked.
-  std::function<int()> stopRequested;
+  // Whether this process has been asked to stop (a signal caught in launch/main.cc). Polled
+  // after every train.stop_check_every-th step, when the ranks agree (Note [Stop requests]).
+  // Unset: never asked.
+  std::function<bool()> stopRequested;
   // Fault injection for tests: every parameter's gradient passes through it as backward
   // produces it, before gradient sync and the non-finite check see it; `step` is 0-based.
   std::function<at::Tensor(int64_t step, const std::string& parameter, const at::Tensor& grad)>

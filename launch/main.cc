@@ -207,7 +207,7 @@ int runRank(const core::Config& config,
   if (config.train.stopCheckEvery > 0) {
     // After the communicator (MPI_Init) is up; Note [Stop requests] in core/trainer.h.
     installStopSignals("thinwire");
-    options.stopRequested = [] { return stopSignal(); };
+    options.stopRequested = [] { return stopSignal() != 0; };
   }
   try {
     core::Trainer trainer(config, comm, log, options);
