@@ -47,29 +47,54 @@ size_t countLines(const std::string& file) {
   return n;
 }
 
-TEST(FaultTest, KilledRankMakesTheWholeJobFailFast) {
-  TempDir tmp("thinwire-fault");
-  const std::filesystem::path dir = tmp.path();
-  const std::string config = (dir / "fault.yaml").string();
-  writeFile(config, "run:\n  name: fault\n  output_dir: " + (dir / "runs").string() +
+// Waits (bounded) until `file` has at least `lines` lines.
+bool waitForLines(const std::string& file, size_t lines) {
+  const auto start = std::chrono::steady_clock::now();
+  while (countLines(file) < lines &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(90)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return countLines(file) >= lines;
+}
+
+// Writes DIR/NAME.yaml: a synthetic-data job far longer than any test waits, run NAME under
+// DIR/runs, every step logged; `trainExtra` adds keys under `train:`. Returns its path.
+std::string writeLongJob(const std::filesystem::path& dir,
+                         const std::string& name,
+                         const std::string& trainExtra = "") {
+  const std::string config = (dir / (name + ".yaml")).string();
+  writeFile(config, "run:\n  name: " + name + "\n  output_dir: " + (dir / "runs").string() +
                         "\n  log_every: 1\n  progress: false\n"
                         "data:\n  dataset: synthetic\n  synthetic:\n    train_samples: 4096\n"
                         "    test_samples: 256\n    features: 64\n    classes: 4\n"
                         "model:\n  hidden: [256, 256]\n"
-                        "train:\n  steps: 100000\n  batch_per_rank: 32\n"
-                        "comm:\n  timeout_s: 30\n");
+                        "train:\n  steps: 100000\n  batch_per_rank: 32\n" +
+                        trainExtra + "comm:\n  timeout_s: 30\n");
+  return config;
+}
+
+// `mpirun -n 4 ... thinwire train CONFIG`, with the flags this machine needs.
+std::vector<std::string> fourRankJob(const std::string& config) {
+  return {THINWIRE_MPIEXEC,
+          "-n",
+          "4",
+          "--oversubscribe",
+          "--allow-run-as-root",
+          "--bind-to",
+          "none",
+          thinwireBinary(),
+          "train",
+          config};
+}
+
+TEST(FaultTest, KilledRankMakesTheWholeJobFailFast) {
+  TempDir tmp("thinwire-fault");
+  const std::filesystem::path dir = tmp.path();
+  const std::string config = writeLongJob(dir, "fault");
   const std::string log = (dir / "mpirun.log").string();
-  pid_t job = startProcess({THINWIRE_MPIEXEC, "-n", "4", "--oversubscribe", "--allow-run-as-root",
-                            "--bind-to", "none", thinwireBinary(), "train", config},
-                           log);
-  // Wait (bounded) until training runs: a few metrics records exist.
+  pid_t job = startProcess(fourRankJob(config), log);
   const std::string metrics = (dir / "runs" / "fault" / "metrics.jsonl").string();
-  const auto start = std::chrono::steady_clock::now();
-  while (countLines(metrics) < 5 &&
-         std::chrono::steady_clock::now() - start < std::chrono::seconds(90)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_GE(countLines(metrics), 5U) << "training did not start";
+  ASSERT_TRUE(waitForLines(metrics, 5)) << "training did not start";
   std::vector<pid_t> ranks = rankProcesses(config);
   ASSERT_EQ(ranks.size(), 4U);
   ASSERT_EQ(kill(ranks[2], SIGKILL), 0);
@@ -94,43 +119,17 @@ int64_t stoppedAtStep(const std::string& output) {
   return std::stoll(output.substr(at + key.size()));
 }
 
-// Waits (bounded) until `file` has at least `lines` lines.
-bool waitForLines(const std::string& file, size_t lines) {
-  const auto start = std::chrono::steady_clock::now();
-  while (countLines(file) < lines &&
-         std::chrono::steady_clock::now() - start < std::chrono::seconds(90)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return countLines(file) >= lines;
-}
-
 // Note [Stop requests]: SIGTERM to one rank, then SIGUSR1 to mpirun (which forwards it to every
 // rank): each time every rank stops at a multiple of train.stop_check_every with a checkpoint
 // and the job exits with status 75; the next start resumes from that checkpoint.
 TEST(FaultTest, SignalledJobStopsWithACheckpointAndResumes) {
   TempDir tmp("thinwire-stop");
   const std::filesystem::path dir = tmp.path();
-  const std::string config = (dir / "stop.yaml").string();
-  writeFile(config, "run:\n  name: stop\n  output_dir: " + (dir / "runs").string() +
-                        "\n  log_every: 1\n  progress: false\n"
-                        "data:\n  dataset: synthetic\n  synthetic:\n    train_samples: 4096\n"
-                        "    test_samples: 256\n    features: 64\n    classes: 4\n"
-                        "model:\n  hidden: [256, 256]\n"
-                        "train:\n  steps: 100000\n  batch_per_rank: 32\n  stop_check_every: 7\n"
-                        "  checkpoint_every: 0\n"
-                        "comm:\n  timeout_s: 30\n");
+  const std::string config =
+      writeLongJob(dir, "stop", "  stop_check_every: 7\n  checkpoint_every: 0\n");
   const std::string metrics = (dir / "runs" / "stop" / "metrics.jsonl").string();
   const std::string log = (dir / "mpirun.log").string();
-  const std::vector<std::string> job = {THINWIRE_MPIEXEC,
-                                        "-n",
-                                        "4",
-                                        "--oversubscribe",
-                                        "--allow-run-as-root",
-                                        "--bind-to",
-                                        "none",
-                                        thinwireBinary(),
-                                        "train",
-                                        config};
+  const std::vector<std::string> job = fourRankJob(config);
 
   // 1. SIGTERM to rank 2 alone.
   pid_t mpirun = startProcess(job, log);
