@@ -304,9 +304,10 @@ std::vector<KeySpec> buildSchema() {
                   "Steps between the ranks' agreements on a stop request: a rank that gets "
                   "SIGTERM, SIGUSR1 or SIGINT finishes its step, and at the next multiple of this "
                   "every rank writes a checkpoint and exits with status 75 (docs/reliability.md, "
-                  "\"Stopping on a signal\"); a second signal ends the process at once. Each "
-                  "agreement is one 4-byte allreduce. 0 = no agreement: a signal ends the process "
-                  "at once, as without thinwire's handler.")
+                  "\"Stopping on a signal\"); a second signal ends the process at once. An "
+                  "agreement on a `run.log_every` step rides in the metrics allreduce; any other "
+                  "is one 4-byte allreduce. 0 = no agreement: a signal ends the process at once, "
+                  "as without thinwire's handler.")
                   .atLeast(0));
   s.push_back(KeySpec(
                   "train.nonfinite", [](Config& c) -> FieldRef { return &c.train.nonfinite; },

@@ -641,15 +641,22 @@ TrainResult Trainer::run() {
 
     const int64_t done = step + 1;
     bool last = done == lastStep;
+    bool logNow = done % config.run.logEvery == 0 || last;
+    std::vector<double> totals;  // the metrics sums over ranks, once summed
     const int64_t checkEvery = config.train.stopCheckEvery;
     if (!last && checkEvery > 0 && done % checkEvery == 0) {
-      // Note [Stop requests]: every rank takes part, asked or not.
-      const bool askedHere = s.stopRequested && s.stopRequested();
-      s.plane->setActivity(std::string(comm::kCollectiveActivity) + "stop request agreement" +
-                           stepText);
-      const double asked = s.sumOverRanks({askedHere ? 1.0 : 0.0})[0];
+      // Note [Stop requests]: every rank takes part, asked or not. On a metrics step the flag
+      // rides in the metrics allreduce (elementwise, so the sums are the same).
+      const double askedHere = s.stopRequested && s.stopRequested() ? 1.0 : 0.0;
+      s.plane->setActivity(std::string(comm::kCollectiveActivity) +
+                           (logNow ? "metrics allreduce" : "stop request agreement") + stepText);
+      totals = s.sumOverRanks(logNow ? std::vector<double>{lossSum, correctSum, seenSum, askedHere}
+                                     : std::vector<double>{askedHere});
+      const double asked = totals.back();
+      totals.pop_back();
       if (asked > 0) {
         last = true;
+        logNow = true;
         result.stoppedOnRequest = true;
         if (leader) {
           progress.close();
@@ -671,9 +678,12 @@ TrainResult Trainer::run() {
                  status.report.predictedError / std::max(status.report.defaultError, 1e-300),
                  " x uniform");
     }
-    if (done % config.run.logEvery == 0 || last) {
-      s.plane->setActivity(std::string(comm::kCollectiveActivity) + "metrics allreduce" + stepText);
-      std::vector<double> totals = s.sumOverRanks({lossSum, correctSum, seenSum});
+    if (logNow) {
+      if (totals.empty()) {
+        s.plane->setActivity(std::string(comm::kCollectiveActivity) + "metrics allreduce" +
+                             stepText);
+        totals = s.sumOverRanks({lossSum, correctSum, seenSum});
+      }
       StepRecord record{
           .step = done, .loss = totals[0] / totals[2], .accuracy = totals[1] / totals[2], .lr = lr};
       result.steps.push_back(record);

@@ -160,11 +160,12 @@ std::string runDirectory(const Config& config);
 // A signal reaches the ranks of a job at different moments (mpirun forwards SIGUSR1 rank by rank;
 // SLURM signals every task), so no rank may stop on its own: the others would wait in the next
 // collective until their timeout. A rank only records the request. After every
-// train.stop_check_every-th step all ranks sum their "asked" flags in one small allreduce, at the
-// same steps whatever the timing; if any rank was asked, every rank logs the step, writes the
-// checkpoint of that step (the same atomic checkpoint as train.stop_after) and returns, and
-// `thinwire train` exits with status 75 (EX_TEMPFAIL: try again later). train.resume: auto then
-// continues bit for bit. The delay is at most stop_check_every steps plus the checkpoint.
+// train.stop_check_every-th step all ranks sum their "asked" flags in one small allreduce (the
+// metrics allreduce, on a run.log_every step), at the same steps whatever the timing; if any rank
+// was asked, every rank logs the step, writes the checkpoint of that step (the same atomic
+// checkpoint as train.stop_after) and returns, and `thinwire train` exits with status 75
+// (EX_TEMPFAIL: try again later). train.resume: auto then continues bit for bit. The delay is at
+// most stop_check_every steps plus the checkpoint.
 
 // Note [Optimizer overlap]
 // Buckets finish in order, and SGD and Adam update every parameter independently, so a bucket's

@@ -118,49 +118,64 @@ TEST_F(TrainerTest, ResumedRunRepeatsTheUninterruptedLossesBitForBit) {
 }
 
 // Note [Stop requests]: one rank asked to stop (as by a signal) after its 13th step; every rank
-// stops after step 15, the next multiple of stop_check_every, with a checkpoint, and resuming
-// from it repeats the uninterrupted run bit for bit.
+// stops after step 15, the next multiple of stop_check_every, with a checkpoint and a last
+// metrics record, and resuming from it repeats the uninterrupted run bit for bit. With log_every
+// 1 the agreement rides in the metrics allreduce; with 2 it does at step 10 only and runs alone
+// at steps 5 and 15.
 TEST_F(TrainerTest, AStopRequestOnOneRankStopsEveryRankAtTheNextCheckWithACheckpoint) {
+  // The reference runs without agreements, so a metrics record that the agreement's allreduce
+  // carried must match one summed alone.
   Config full = smallConfig(dir_.string(), "uninterrupted");
   full.train.steps = 30;
-  full.train.stopCheckEvery = 5;
+  full.train.stopCheckEvery = 0;
   const TrainResult uninterrupted = runRanks(full, 3);
   ASSERT_EQ(uninterrupted.steps.size(), 30U);
   EXPECT_FALSE(uninterrupted.stoppedOnRequest);
 
-  Config split = full;
-  split.run.name = "stopped";
-  // Rank 1 answers "asked" from its third poll on, the others never do; every rank must be
-  // polled after steps 5, 10 and 15 only, or the agreement's collectives would not line up.
-  std::vector<std::atomic<int>> polls(3);
-  const TrainResult stopped = runRanks(split, 3, [&](int rank) {
-    TrainerOptions options;
-    options.stopRequested = [&, rank] { return ++polls[rank] >= 3 && rank == 1; };
-    return options;
-  });
-  EXPECT_TRUE(stopped.stoppedOnRequest);
-  EXPECT_TRUE(stopped.stoppedEarly);
-  EXPECT_EQ(stopped.lastStep, 15);
-  for (int rank = 0; rank < 3; ++rank) EXPECT_EQ(polls[rank].load(), 3) << "rank " << rank;
-  ASSERT_EQ(stopped.steps.size(), 15U);
-  EXPECT_TRUE(std::filesystem::exists(dir_ / "stopped" / "checkpoints" / "step-00000015"));
+  for (const int64_t logEvery : {1, 2}) {
+    SCOPED_TRACE("log_every " + std::to_string(logEvery));
+    Config split = full;
+    split.run.name = "stopped-log" + std::to_string(logEvery);
+    split.run.logEvery = logEvery;
+    split.train.stopCheckEvery = 5;
+    // Rank 1 answers "asked" from its third poll on, the others never do; every rank must be
+    // polled after steps 5, 10 and 15 only, or the agreement's collectives would not line up.
+    std::vector<std::atomic<int>> polls(3);
+    const TrainResult stopped = runRanks(split, 3, [&](int rank) {
+      TrainerOptions options;
+      options.stopRequested = [&, rank] { return ++polls[rank] >= 3 && rank == 1; };
+      return options;
+    });
+    EXPECT_TRUE(stopped.stoppedOnRequest);
+    EXPECT_TRUE(stopped.stoppedEarly);
+    EXPECT_EQ(stopped.lastStep, 15);
+    for (int rank = 0; rank < 3; ++rank) EXPECT_EQ(polls[rank].load(), 3) << "rank " << rank;
+    ASSERT_EQ(stopped.steps.size(), logEvery == 1 ? 15U : 8U);  // 2, 4, ..., 14, then 15
+    EXPECT_EQ(stopped.steps.back().step, 15);
+    if (logEvery == 1) {
+      for (size_t i = 0; i < stopped.steps.size(); ++i) {
+        EXPECT_EQ(stopped.steps[i].loss, uninterrupted.steps[i].loss) << "step " << i + 1;
+      }
+    }
+    EXPECT_TRUE(std::filesystem::exists(dir_ / split.run.name / "checkpoints" / "step-00000015"));
 
-  split.train.resume = "auto";
-  const TrainResult resumed = runRanks(split, 3);
-  EXPECT_EQ(resumed.startStep, 15);
-  EXPECT_FALSE(resumed.stoppedOnRequest);
-  ASSERT_EQ(resumed.steps.size(), 15U);
-  for (size_t i = 0; i < resumed.steps.size(); ++i) {
-    EXPECT_EQ(resumed.steps[i].loss, uninterrupted.steps[15 + i].loss)
-        << "step " << resumed.steps[i].step;
+    split.run.logEvery = 1;
+    split.train.resume = "auto";
+    const TrainResult resumed = runRanks(split, 3);
+    EXPECT_EQ(resumed.startStep, 15);
+    EXPECT_FALSE(resumed.stoppedOnRequest);
+    ASSERT_EQ(resumed.steps.size(), 15U);
+    for (size_t i = 0; i < resumed.steps.size(); ++i) {
+      EXPECT_EQ(resumed.steps[i].loss, uninterrupted.steps[15 + i].loss)
+          << "step " << resumed.steps[i].step;
+    }
+    EXPECT_EQ(resumed.finalTestLoss, uninterrupted.finalTestLoss);
   }
-  EXPECT_EQ(resumed.finalTestLoss, uninterrupted.finalTestLoss);
 
   // train.stop_check_every 0: nobody is polled, the request is never seen.
   Config unchecked = full;
   unchecked.run.name = "unchecked";
   unchecked.train.steps = 12;
-  unchecked.train.stopCheckEvery = 0;
   std::atomic<int> uncheckedPolls{0};
   const TrainResult ignored = runRanks(unchecked, 2, [&](int) {
     TrainerOptions options;
