@@ -545,9 +545,9 @@ TrainResult Trainer::run() {
   int64_t windowSteps = 0;
   double lossSum = 0, correctSum = 0, seenSum = 0;
   int64_t step = result.startStep;
-  const int64_t lastStep = config.train.stopAfter > 0
-                               ? std::min(config.train.stopAfter, config.train.steps)
-                               : config.train.steps;
+  int64_t lastStep = config.train.stopAfter > 0
+                         ? std::min(config.train.stopAfter, config.train.steps)
+                         : config.train.steps;
   for (; step < lastStep; ++step) {
     Stopwatch stepClock;
     s.step = step;
@@ -655,6 +655,8 @@ TrainResult Trainer::run() {
       const double asked = totals.back();
       totals.pop_back();
       if (asked > 0) {
+        // The loop ends here, as at train.stop_after: metrics record and checkpoint below.
+        lastStep = done;
         last = true;
         logNow = true;
         result.stoppedOnRequest = true;
@@ -753,10 +755,6 @@ TrainResult Trainer::run() {
       s.saveCheckpoint(done);
       windowClock.reset();
       windowSteps = 0;
-    }
-    if (result.stoppedOnRequest) {
-      step = done;
-      break;
     }
   }
   if (leader) progress.close();
