@@ -8,5 +8,6 @@ shift || true
 extra=()
 [[ ${CI:-} == true ]] && extra+=(-DTHINWIRE_WERROR=ON)
 cmake --preset "$preset" "${extra[@]}" >/dev/null
-jobs=${THINWIRE_BUILD_JOBS:-$(nproc)}
+# env -u: nproc honours OMP_NUM_THREADS, which HPC environments often set to 1.
+jobs=${THINWIRE_BUILD_JOBS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}
 cmake --build --preset "$preset" -j "$jobs" ${1:+--target "$@"}

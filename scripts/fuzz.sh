@@ -24,7 +24,7 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_CO
   -DTHINWIRE_BUILD_FUZZ=ON -DTHINWIRE_WITH_CUDA=OFF -DTHINWIRE_BUILD_TESTS=OFF \
   -DTHINWIRE_BUILD_BENCH=OFF ${CI:+-DTHINWIRE_WERROR=ON} > "$build.configure.log" 2>&1 ||
   { cat "$build.configure.log" >&2; echo "fuzz.sh: configure failed" >&2; exit 1; }
-ninja -C "$build" -j "${THINWIRE_BUILD_JOBS:-$(nproc)}" fuzz_targets || { echo "fuzz.sh: build failed" >&2; exit 1; }
+ninja -C "$build" -j "${THINWIRE_BUILD_JOBS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}" fuzz_targets || { echo "fuzz.sh: build failed" >&2; exit 1; }
 mkdir -p "$build/artifacts"
 failed=()
 for target in "${targets[@]}"; do

@@ -24,7 +24,8 @@ out=${1:-${OUT:-$root/out/gpu-check}}
 mkdir -p "$out"
 prefix=${THINWIRE_DEPS_PREFIX:-/tmp/thinwire-deps}
 build=${THINWIRE_GPU_BUILD:-$root/build/gpu-check}
-jobs=${THINWIRE_BUILD_JOBS:-$(nproc)}
+# env -u: nproc honours OMP_NUM_THREADS, which HPC environments often set to 1.
+jobs=${THINWIRE_BUILD_JOBS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}
 steps=${THINWIRE_TRAIN_STEPS:-40}
 parts=,${THINWIRE_GPU_PARTS:-tests,bench,train},
 wants() { [[ $parts == *,$1,* ]]; }
